@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes into the user's ~/.cache/fewshot."""
+    if "FEWSHOT_CACHE" not in os.environ or not os.environ["FEWSHOT_CACHE"].startswith(str(tmp_path_factory.getbasetemp())):
+        monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path_factory.getbasetemp() / "fewshot-cache"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real Kaggle copy named by FEWSHOT_DATA; tests that need it are skipped without it."""
+    value = os.environ.get("FEWSHOT_DATA")
+    if not value or not (Path(value) / "styles.csv").is_file():
+        pytest.skip("FEWSHOT_DATA does not name the real dataset")
+    return Path(value)
+
+
+def style_row(pid: int, article: str, year: int | str = 2012, name: str | None = None) -> str:
+    name = name if name is not None else f"Brand Men Blue {article}"
+    return f"{pid},Men,Apparel,Topwear,{article},Blue,Summer,{year},Casual,{name}"
+
+
+def solid_jpeg(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (60, 80)) -> None:
+    """A one-colour JPEG of ``size`` = (w, h)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, quality=95)
+
+
+@pytest.fixture
+def make_layout(tmp_path: Path) -> Callable[..., Path]:
+    """Write a tiny Kaggle layout: ``rows`` are styles.csv lines; ``images`` maps id -> colour or raw bytes
+    (ids absent from ``images`` get a grey JPEG unless listed in ``missing``)."""
+
+    def make(rows: list[str], images: Mapping[int, object] | None = None, missing: tuple[int, ...] = (),
+             name: str = "data") -> Path:
+        root = tmp_path / name
+        (root / "images").mkdir(parents=True)
+        (root / "styles.csv").write_text("\n".join([HEADER, *rows]) + "\n")
+        images = dict(images or {})
+        for row in rows:
+            head = row.split(",", 1)[0]
+            if not head.isdigit() or int(head) in missing:
+                continue
+            spec = images.get(int(head), (128, 128, 128))
+            target = root / "images" / f"{int(head)}.jpg"
+            if isinstance(spec, bytes):
+                target.write_bytes(spec)
+            elif isinstance(spec, np.ndarray):
+                Image.fromarray(spec).save(target, quality=95)
+            else:
+                solid_jpeg(target, spec)
+        return root
+
+    return make

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fewshot.data.dataset import FashionProducts
+from fewshot.data.protocols import EpisodicProtocol, TransferProtocol, class_list
+
+REAL_HEAD = ["Tshirts", "Watches", "Casual Shoes", "Kurtas", "Shirts", "Tops", "Sunglasses", "Handbags",
+             "Sports Shoes", "Heels", "Briefs", "Wallets", "Flip Flops", "Socks", "Belts", "Sandals", "Sarees",
+             "Dresses", "Formal Shoes", "Flats"]
+
+
+def _styles(spec: dict[str, tuple[int, int]], no_year: dict[str, int] | None = None) -> pd.DataFrame:
+    """A products table: class -> (n even-year rows, n odd-year rows), plus rows without a year."""
+    articles, years = [], []
+    for name, (n_even, n_odd) in spec.items():
+        articles += [name] * (n_even + n_odd)
+        years += [2012] * n_even + [2011] * n_odd
+    for name, n in (no_year or {}).items():
+        articles += [name] * n
+        years += [None] * n
+    order = np.random.default_rng(0).permutation(len(articles))  # protocols must not rely on row order
+    return pd.DataFrame({"articleType": np.array(articles, dtype=object)[order],
+                         "year": pd.array(np.array(years, dtype=object)[order], dtype="Int64")})
+
+
+def _reference_transfer(styles: pd.DataFrame, n_head: int, min_train: int) -> dict[str, object]:
+    """A plain-Python reading of the rules, to compare the vectorised protocol against."""
+    train, test = Counter(), Counter()
+    for a, y in zip(styles["articleType"], styles["year"]):
+        if pd.isna(y):
+            continue
+        (train if int(y) % 2 == 0 else test)[a] += 1
+    ranked = sorted(train, key=lambda c: (-train[c], c))
+    head = ranked[:n_head]
+    tail = sorted(c for c in ranked[n_head:] if train[c] >= min_train)
+    return {"head": head, "tail": tail,
+            "n_head_train": sum(train[c] for c in head), "n_head_test": sum(test[c] for c in head),
+            "n_tail_train": sum(train[c] for c in tail), "n_tail_test": sum(test[c] for c in tail),
+            "test_only": sorted(c for c in test if train[c] == 0)}
+
+
+def test_transfer_splits_even_and_odd_years_and_ranks_head_with_ties_by_name():
+    styles = _styles({"B": (5, 1), "A": (5, 2), "C": (7, 0), "D": (2, 3), "E": (0, 4), "F": (1, 0)},
+                     no_year={"A": 2})
+    p = TransferProtocol.from_styles(styles, n_head=3)
+    assert p.head == ("C", "A", "B")  # C has most; A and B tie at 5 and go by name
+    assert p.tail == ("D", "F")
+    assert "only in test" in p.excluded["E"] and set(p.excluded) == {"E"}
+    assert (len(p.head_train), len(p.head_test), len(p.tail_train), len(p.tail_test)) == (17, 3, 3, 3)
+    assert len(p.no_year) == 2 and styles["year"].iloc[p.no_year].isna().all()
+    assert (styles["year"].iloc[p.head_train] % 2 == 0).all() and (styles["year"].iloc[p.tail_test] % 2 == 1).all()
+    assert p.targets(p.head_train, "head").tolist() == [p.head.index(a) for a in styles["articleType"].iloc[p.head_train]]
+
+
+def test_transfer_min_train_excludes_small_tail_classes_with_reason():
+    p = TransferProtocol.from_styles(_styles({"A": (9, 1), "B": (3, 1), "C": (1, 5)}), n_head=1, min_train=2)
+    assert p.tail == ("B",)
+    assert "fewer than min_train=2" in p.excluded["C"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("n_head", "min_train"), [(3, 1), (5, 2), (1, 4)])
+def test_transfer_matches_reference_on_random_tables(seed, n_head, min_train):
+    rng = np.random.default_rng(seed)
+    spec = {f"class{i:02d}": (int(rng.integers(0, 30)), int(rng.integers(0, 30))) for i in range(12)}
+    spec["class00"] = (40, 3)
+    styles = _styles(spec, no_year={"class01": 3})
+    p = TransferProtocol.from_styles(styles, n_head=n_head, min_train=min_train)
+    ref = _reference_transfer(styles, n_head, min_train)
+    totals = p.totals()
+    assert list(p.head) == ref["head"] and list(p.tail) == ref["tail"]
+    for key in ("n_head_train", "n_head_test", "n_tail_train", "n_tail_test"):
+        assert totals[key] == ref[key], key
+    assert sorted(c for c, why in p.excluded.items() if "only in test" in why) == ref["test_only"]
+    everything = np.concatenate([p.head_train, p.head_test, p.tail_train, p.tail_test])
+    assert len(np.unique(everything)) == len(everything)  # no row in two groups
+
+
+def test_transfer_raises_when_fewer_classes_than_n_head():
+    with pytest.raises(ValueError, match="only 2 classes have train.*lower n_head"):
+        TransferProtocol.from_styles(_styles({"A": (3, 1), "B": (2, 1)}), n_head=3)
+
+
+def test_transfer_summary_lists_every_class_once_with_its_role():
+    p = TransferProtocol.from_styles(_styles({"A": (9, 1), "B": (3, 1), "E": (0, 4)}), n_head=1)
+    table = p.summary()
+    assert table["class"].tolist() == ["A", "B", "E"]
+    assert table["role"].tolist() == ["head", "tail", "excluded"]
+    assert table.loc[2, "reason"].startswith("only in test") and table.loc[2, "n_test"] == 4
+
+
+def test_protocol_objects_are_frozen():
+    p = TransferProtocol.from_styles(_styles({"A": (3, 1), "B": (2, 1)}), n_head=1)
+    with pytest.raises(AttributeError):
+        p.head = ("B",)
+    with pytest.raises(ValueError):
+        p.head_train[0] = 5
+
+
+def test_shipped_class_lists_have_60_background_and_47_evaluation_classes():
+    background, evaluation = class_list("background"), class_list("evaluation")
+    assert len(background) == len(set(background)) == 60
+    assert len(evaluation) == len(set(evaluation)) == 47
+    assert not set(background) & set(evaluation)
+    assert background[:3] == ("Cufflinks", "Rompers", "Laptop Bag") and evaluation[-1] == "Travel Accessory"
+
+
+def test_episodic_keeps_listed_classes_with_enough_images_and_reports_the_rest():
+    styles = _styles({"Jeans": (15, 10), "Bracelet": (3, 2), "Cufflinks": (20, 0), "Rompers": (0, 19),
+                      "Not A Listed Type": (30, 30)})
+    p = EpisodicProtocol.from_styles(styles)
+    assert p.background == ("Cufflinks",) and p.evaluation == ("Jeans",)
+    assert "fewer than min_images=20" in p.excluded["Bracelet"] and "19 images" in p.excluded["Rompers"]
+    assert "neither" in p.excluded["Not A Listed Type"]
+    assert "0 images" in p.excluded["Laptop Bag"]  # listed but absent
+    assert len(p.background_idx) == 20 and len(p.evaluation_idx) == 25
+    assert set(styles["articleType"].iloc[p.evaluation_idx]) == {"Jeans"}
+    table = p.summary().set_index("class")
+    assert table.loc["Jeans", "role"] == "evaluation" and table.loc["Bracelet", "role"] == "excluded"
+
+
+def test_episodic_rejects_overlapping_lists():
+    with pytest.raises(ValueError, match="both background and evaluation"):
+        EpisodicProtocol.from_styles(_styles({"A": (20, 0)}), background=("A",), evaluation=("A", "B"))
+
+
+def test_real_transfer_protocol_counts(real_data):
+    ds = FashionProducts(real_data, warn=False)
+    assert (ds.n_rows, len(ds), len(ds.missing)) == (44_446, 44_072, 374)
+    p = TransferProtocol.from_styles(ds.styles)
+    assert list(p.head) == REAL_HEAD
+    assert (len(p.head_train), len(p.head_test)) == (18_548, 14_004)
+    assert len(p.tail) == 86 and len(p.tail_train) == 5_207
+    assert p.totals()["n_tail_with_test"] == 67 and len(p.tail_test) == 4_138
+    assert len(p.head_train) + len(p.tail_train) == 23_755  # every train image is head or tail
+    assert all("only in test" in why for why in p.excluded.values())
+
+
+def test_real_episodic_protocol_keeps_classes_with_at_least_20_images(real_data):
+    ds = FashionProducts(real_data, warn=False)
+    p = EpisodicProtocol.from_styles(ds.styles)
+    counts = ds.styles["articleType"].value_counts()
+    assert all(counts[c] >= 20 for c in p.background + p.evaluation)
+    listed = set(class_list("background")) | set(class_list("evaluation"))
+    dropped = {c for c in listed if counts.get(c, 0) < 20}
+    assert dropped == {c for c, why in p.excluded.items() if "min_images" in why}
+    assert len(p.background) + len(dropped & set(class_list("background"))) == 60

@@ -1,0 +1,20 @@
+"""Few-shot methods, one per file, on the :class:`FewShotClassifier` interface; ``create_method`` by name."""
+from __future__ import annotations
+
+from typing import Any
+
+from fewshot.methods.base import FewShotClassifier
+from fewshot.methods.centroid import NearestCentroid
+from fewshot.methods.protonet import ProtoNet
+
+METHODS: dict[str, type[FewShotClassifier]] = {"centroid": NearestCentroid, "protonet": ProtoNet}
+
+
+def create_method(name: str, **kwargs: Any) -> FewShotClassifier:
+    """Instantiate a registered method; unknown names raise with the list of known ones."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name](**kwargs)
+
+
+__all__ = ["FewShotClassifier", "NearestCentroid", "ProtoNet", "METHODS", "create_method"]

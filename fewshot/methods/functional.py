@@ -1,0 +1,74 @@
+"""Pure tensor functions behind the nearest-centroid methods (no state, no modules).
+
+Shapes: ``n`` items, ``d`` feature dimensions, ``C`` classes. Leading batch dimensions (episodes) are
+allowed wherever noted, so the same maths serves one support set and a chunk of episodes.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Normalization = Literal["none", "l2n", "cl2n"]
+Distance = Literal["euclidean", "cosine"]
+NORMALIZATIONS: tuple[str, ...] = ("none", "l2n", "cl2n")
+DISTANCES: tuple[str, ...] = ("euclidean", "cosine")
+
+
+def normalize_features(x: Tensor, mode: Normalization = "none", base_mean: Tensor | None = None) -> Tensor:
+    """Feature normalisation of SimpleShot (Wang et al. 2019, arXiv:1911.04623).
+
+    ``x``: [..., d]. ``"l2n"`` scales each vector to unit L2 norm; ``"cl2n"`` first subtracts
+    ``base_mean`` ([d], the mean feature of the base classes' train images), then L2-normalises.
+    """
+    if mode == "none":
+        return x
+    if mode == "cl2n":
+        if base_mean is None:
+            raise ValueError("normalize='cl2n' needs base_mean, the [d] mean feature of the base classes' "
+                             "train images; pass it, or use normalize='l2n'")
+        if base_mean.shape != x.shape[-1:]:
+            raise ValueError(f"base_mean has shape {tuple(base_mean.shape)}, features have d={x.shape[-1]}")
+        x = x - base_mean.to(x)
+    elif mode != "l2n":
+        raise ValueError(f"unknown normalisation {mode!r}; known: {', '.join(NORMALIZATIONS)}")
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def class_means(features: Tensor, labels: Tensor, n_classes: int) -> Tensor:
+    """Per-class mean of ``features`` [n, d] with ``labels`` [n] in 0..n_classes-1 -> [n_classes, d].
+
+    Raises when a class has no item: its prototype would be undefined (a zero vector would silently win
+    or lose every comparison).
+    """
+    if features.dim() != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f"features must be [n, d] and labels [n]; got {tuple(features.shape)} and "
+                         f"{tuple(labels.shape)}")
+    labels = labels.to(features.device, torch.long)
+    if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}; got {int(labels.min())}..{int(labels.max())}")
+    counts = torch.bincount(labels, minlength=n_classes)
+    if (counts == 0).any():
+        empty = torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f"classes {empty[:10]} have no support item; every class needs at least one")
+    sums = torch.zeros(n_classes, features.shape[1], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, labels, features)
+    return sums / counts.unsqueeze(1).to(features.dtype)
+
+
+def centroid_scores(query: Tensor, prototypes: Tensor, distance: Distance = "euclidean") -> Tensor:
+    """Scores (higher = more likely) of ``query`` [..., q, d] against ``prototypes`` [..., C, d] -> [..., q, C].
+
+    ``"euclidean"``: negative squared Euclidean distance (Snell et al. 2017, Prototypical Networks).
+    ``"cosine"``: cosine similarity.
+    """
+    if distance == "euclidean":
+        # ||q - p||^2 = ||q||^2 - 2 q.p + ||p||^2, one matmul instead of an [q, C, d] difference tensor
+        sq = (query * query).sum(-1, keepdim=True) - 2 * query @ prototypes.transpose(-1, -2)
+        return -(sq + (prototypes * prototypes).sum(-1).unsqueeze(-2)).clamp_min(0)
+    if distance == "cosine":
+        q = torch.nn.functional.normalize(query, dim=-1)
+        p = torch.nn.functional.normalize(prototypes, dim=-1)
+        return q @ p.transpose(-1, -2)
+    raise ValueError(f"unknown distance {distance!r}; known: {', '.join(DISTANCES)}")

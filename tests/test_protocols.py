@@ -117,7 +117,7 @@ def test_episodic_keeps_listed_classes_with_enough_images_and_reports_the_rest()
     assert p.background == ("Cufflinks",) and p.evaluation == ("Jeans",)
     assert "fewer than min_images=20" in p.excluded["Bracelet"] and "19 images" in p.excluded["Rompers"]
     assert "neither" in p.excluded["Not A Listed Type"]
-    assert "0 images" in p.excluded["Laptop Bag"]  # listed but absent
+    assert p.excluded["Laptop Bag"] == "background class absent from the data (0 images)"
     assert len(p.background_idx) == 20 and len(p.evaluation_idx) == 25
     assert set(styles["articleType"].iloc[p.evaluation_idx]) == {"Jeans"}
     table = p.summary().set_index("class")

@@ -174,7 +174,8 @@ class EpisodicProtocol:
             for c in names:
                 n = int(counts.get(c, 0))
                 if n < min_images:
-                    excluded[c] = f"{group} class with {n} images, fewer than min_images={min_images}"
+                    excluded[c] = (f"{group} class with {n} images, fewer than min_images={min_images}" if n else
+                                  f"{group} class absent from the data (0 images)")
                 else:
                     kept[group].append(c)
         for c in counts.index:

@@ -1,0 +1,179 @@
+"""Backbones: a registry of feature extractors, images [B, 3, H, W] (ImageNet-normalised) -> features [B, D].
+
+Every backbone exposes ``out_dim`` (= D). Names: ``resnet18``, ``resnet34``, ``resnet50`` (torchvision,
+He et al. 2016, classifier replaced by ``Identity``, global average pool kept), ``conv4`` (Vinyals et al.
+2016 / Snell et al. 2017) and ``resnet12`` (Oreshkin et al. 2018, Lee et al. 2019).
+
+``weights``: None / "none" (random init, seeded), "imagenet" (torchvision weights; resnet* only; read from
+``$TORCH_HOME/hub/checkpoints/`` when present, downloaded there otherwise), or a path to a state dict or to
+a checkpoint written by :func:`fewshot.train.fit` (its backbone part is loaded).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+class Conv4(nn.Module):
+    """Four blocks of conv3x3(64) - BatchNorm - ReLU - maxpool 2x2 (Snell et al. 2017), flattened.
+
+    Flattened, not globally pooled, like the original (1,600-D at 84x84): the spatial layout is most of
+    what 64 channels can say, and the published Conv4 ProtoNet results on these 80x60 images use it. To
+    keep ``out_dim`` fixed for any input size the last map is average-pooled to ``grid``; the default
+    (5, 3) is exactly the map an 80x60 (h x w) image leaves (80->40->20->10->5, 60->30->15->7->3), so at
+    the native size this is the plain flatten: 64 * 5 * 3 = 960-D.
+    """
+
+    def __init__(self, width: int = 64, grid: tuple[int, int] = (5, 3)) -> None:
+        super().__init__()
+        blocks = []
+        for cin in (3, width, width, width):
+            blocks += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.out_dim = width * grid[0] * grid[1]
+        _init_weights(self, "relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+
+class ResBlock12(nn.Module):
+    """Three conv3x3-BN(-LeakyReLU) layers plus a 1x1-conv-BN shortcut, then LeakyReLU and maxpool 2x2."""
+
+    def __init__(self, cin: int, cout: int, slope: float = 0.1) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(slope),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(slope),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.act = nn.LeakyReLU(slope)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.convs(x) + self.shortcut(x)))
+
+
+class ResNet12(nn.Module):
+    """The few-shot ResNet-12 (widths 64-160-320-640, Lee et al. 2019 "MetaOptNet"), globally average
+    pooled to 640-D (as in most later work; MetaOptNet's DropBlock is left out)."""
+
+    def __init__(self, widths: tuple[int, ...] = (64, 160, 320, 640), slope: float = 0.1) -> None:
+        super().__init__()
+        chans = (3, *widths)
+        self.layers = nn.Sequential(*(ResBlock12(a, b, slope) for a, b in zip(chans[:-1], chans[1:])))
+        self.out_dim = widths[-1]
+        _init_weights(self, "leaky_relu", slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(x), 1), 1)
+
+
+def _torchvision_resnet(name: str) -> nn.Module:
+    model = getattr(torchvision.models, name)(weights=None)
+    model.out_dim = model.fc.in_features
+    model.fc = nn.Identity()  # keeps the state-dict keys equal to torchvision's (minus fc.*)
+    return model
+
+
+def _init_weights(module: nn.Module, nonlinearity: str, slope: float = 0.0) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=slope, mode="fan_out", nonlinearity=nonlinearity)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+_FACTORIES: dict[str, Callable[[], nn.Module]] = {
+    "conv4": Conv4,
+    "resnet12": ResNet12,
+    **{name: (lambda name=name: _torchvision_resnet(name)) for name in TORCHVISION_RESNETS},
+}
+BACKBONES = tuple(sorted(_FACTORIES))
+
+
+def create_backbone(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0) -> nn.Module:
+    """The backbone ``name`` with ``out_dim``; random init drawn from ``seed`` (the global RNG is left
+    untouched), then ``weights`` loaded: None/"none", "imagenet", or a checkpoint path."""
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _FACTORIES[name]()
+    if weights is None or weights == "none":
+        return model
+    if weights == "imagenet":
+        state, source = imagenet_state_dict(name), f"ImageNet weights for {name}"
+    else:
+        state, source = checkpoint_backbone_state(weights, name), str(weights)
+    load_backbone_state(model, state, source)
+    return model
+
+
+def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """torchvision's default ImageNet weights for ``name``, from the torch hub cache or downloaded into it."""
+    if name not in TORCHVISION_RESNETS:
+        raise ValueError(f"backbone {name!r} has no ImageNet weights (only {', '.join(TORCHVISION_RESNETS)} "
+                         "have); use --weights none or a checkpoint path")
+    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    filename = os.path.basename(urlparse(url).path)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True, weights_only=True)
+    except OSError as e:  # URLError, ConnectionError, timeouts: all OSError
+        raise RuntimeError(
+            f"ImageNet weights for {name} are not in the torch cache and could not be downloaded from {url} "
+            f"({e}). Either put the file {filename} into {cached.parent} ($TORCH_HOME/hub/checkpoints/; "
+            "set TORCH_HOME to choose the folder), or train from scratch with --weights none.") from e
+
+
+def checkpoint_backbone_state(path: str | os.PathLike, name: str | None = None) -> dict[str, torch.Tensor]:
+    """The backbone state dict inside ``path``: a plain state dict, or a trainer checkpoint (its
+    ``backbone`` entry, else the ``backbone.*`` part of its ``model`` entry). Raises when the checkpoint
+    says it was made for another backbone than ``name``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; give a checkpoint path, 'imagenet' or 'none'")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or a fewshot checkpoint")
+    made_for = (obj.get("meta") or {}).get("backbone") if isinstance(obj.get("meta"), Mapping) else None
+    if name is not None and made_for is not None and made_for != name:
+        raise ValueError(f"{path} holds a {made_for} backbone, but {name} was asked for; use --backbone {made_for}")
+    if isinstance(obj.get("backbone"), Mapping):
+        return dict(obj["backbone"])
+    state = obj["model"] if isinstance(obj.get("model"), Mapping) else obj
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is neither a state dict nor a fewshot checkpoint (top-level keys: "
+                         f"{', '.join(list(map(str, obj))[:10])})")
+    if any(k.startswith("backbone.") for k in state):
+        return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return dict(state)
+
+
+def load_backbone_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` strictly, ignoring a torchvision classifier (``fc.*``) the backbone
+    no longer has; errors name the source and the mismatching keys."""
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not (k.startswith("fc.") and k not in own)}
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong_shape = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or wrong_shape:
+        raise ValueError(
+            f"{source} does not fit this {type(model).__name__} backbone: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shape {sorted(wrong_shape)[:5]} (of {len(missing)}, "
+            f"{len(unexpected)}, {len(wrong_shape)}); was it saved for another backbone or input size?")
+    model.load_state_dict(state)

@@ -1,0 +1,136 @@
+"""Supervised training: a backbone plus a linear head, cross-entropy with optional class weights and
+class-balanced sampling, batches drawn from the uint8 image cache and augmented as tensor ops."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot.batches import ImageStore, predict_scores
+from fewshot.losses import balanced_sample_weights, class_weights
+from fewshot.split import stratified_split
+from fewshot.train import Objective, TrainConfig
+
+
+class Classifier(nn.Module):
+    """``backbone`` (with ``out_dim``) + linear head: images [B, 3, H, W] -> logits [B, n_classes].
+
+    The head's initialisation is drawn from ``seed`` without touching the global RNG. With
+    ``freeze_backbone`` (a linear probe) the backbone gets no gradient, stays in eval mode (its BatchNorm
+    statistics do not drift) and runs without autograd, so training costs little more than inference."""
+
+    def __init__(self, backbone: nn.Module, n_classes: int, *, seed: int = 0, freeze_backbone: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.freeze_backbone = freeze_backbone
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.head = nn.Linear(backbone.out_dim, n_classes)
+        if freeze_backbone:
+            backbone.requires_grad_(False)
+            backbone.eval()
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            features = self.backbone(x)
+        return self.head(features)
+
+
+def accuracy(scores: torch.Tensor, targets: torch.Tensor, kind: str = "macro") -> float:
+    """Top-1 accuracy of scores [n, C] against targets [n]: "micro" over items, or "macro" = mean over
+    the classes present in ``targets`` of their per-class accuracy."""
+    hit = (scores.argmax(1) == targets).double()
+    if kind == "micro":
+        return float(hit.mean())
+    if kind != "macro":
+        raise ValueError(f"unknown accuracy kind {kind!r}; known: macro, micro")
+    classes, inverse = torch.unique(targets, return_inverse=True)
+    per_class = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, inverse, hit)
+    return float((per_class / torch.bincount(inverse).double()).mean())
+
+
+class SupervisedObjective(Objective):
+    """Cross-entropy on ``labels[train_indices]`` (labels 0..n_classes-1) of ``images`` [N, H, W, 3] uint8.
+
+    ``val_indices``: None carves a stratified ``config.val_fraction`` split out of ``train_indices``
+    (seeded with ``config.seed``); pass an empty array for no validation. An epoch is
+    ``len(train) // batch_size`` full batches of a fresh permutation (the remainder is dropped, so
+    BatchNorm never sees a batch of one), or, with ``balanced_sampling``, as many batches drawn with
+    replacement with every class equally likely."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int] | np.ndarray, train_indices: Sequence[int],
+                 config: TrainConfig, *, val_indices: Sequence[int] | None = None,
+                 n_classes: int | None = None) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        train = np.asarray(train_indices, dtype=np.int64)
+        if val_indices is None:
+            train, val = stratified_split(labels, config.val_fraction, config.seed, indices=train)
+        else:
+            val = np.asarray(val_indices, dtype=np.int64)
+        if train.size == 0:
+            raise ValueError("SupervisedObjective got no training images")
+        overlap = np.intersect1d(train, val)
+        if overlap.size:
+            raise ValueError(f"images {overlap[:5].tolist()} are in both train and val; give disjoint indices")
+        self.n_classes = int(labels[train].max()) + 1 if n_classes is None else n_classes
+        self.config, self.train_indices, self.val_indices = config, train, val
+        self.train_labels = torch.from_numpy(labels[train])
+        self.val_labels = torch.from_numpy(labels[val])
+        self.class_weight = class_weights(self.train_labels, self.n_classes, config.class_weights,
+                                          config.effective_beta)
+        self.sample_weight = balanced_sample_weights(self.train_labels, self.n_classes) \
+            if config.balanced_sampling else None
+        self._images: np.ndarray | None = images
+        self.store: ImageStore | None = None
+
+    def setup(self, device: torch.device, memory_format: torch.memory_format) -> None:
+        if self.store is None:
+            self.store = ImageStore(self._images, np.concatenate([self.train_indices, self.val_indices]), device)
+            self._images = None  # the memmap is no longer needed; the store holds what the run uses
+        self.store.to(device)
+        self.device, self.memory_format = device, memory_format
+        self.train_rows = self.store.rows(self.train_indices)
+        self.labels_on_device = self.train_labels.to(device)
+        if self.class_weight is not None:
+            self.class_weight = self.class_weight.to(device)
+
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.train_indices) // self.config.batch_size)
+
+    def train_batches(self, epoch: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.train_indices)
+        size = min(self.config.batch_size, n)
+        steps = self.steps_per_epoch()
+        if self.sample_weight is not None:
+            order = torch.multinomial(self.sample_weight, steps * size, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(n, generator=generator)
+        for step in range(steps):
+            pos = order[step * size:(step + 1) * size]
+            x = self.store.load(self.train_rows[pos], self.config.augment, generator, self.memory_format)
+            yield x, self.labels_on_device[pos.to(self.device)]
+
+    def loss(self, model: nn.Module,
+             batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x, y = batch
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, weight=self.class_weight,
+                               label_smoothing=self.config.label_smoothing)
+        return loss, (logits.argmax(1) == y).sum(), len(y)
+
+    def validate(self, model: nn.Module) -> float | None:
+        if len(self.val_indices) == 0:
+            return None
+        scores = predict_scores(model, self.store, self.val_indices, self.config.eval_batch_size,
+                                amp=self.config.amp, cpu_amp=self.config.cpu_amp, progress=False)
+        return accuracy(scores, self.val_labels, self.config.val_metric)
+

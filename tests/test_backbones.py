@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import os
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from fewshot.backbones import BACKBONES, Conv4, ResNet12, create_backbone
+
+OUT_DIMS = {"conv4": 960, "resnet12": 640, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: these tests run tiny ops, and on the 2-core CI box a second busy process makes
+    2-thread OpenMP barriers stall (measured 40x slower); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty TORCH_HOME in which any download attempt fails like a machine without network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # in case something called torch.hub.set_dir
+    calls = []
+
+    def no_network(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("network is unreachable (test)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    return tmp_path / "torch" / "hub" / "checkpoints", calls
+
+
+def test_registry_knows_the_five_backbones():
+    assert set(BACKBONES) == set(OUT_DIMS)
+
+
+@pytest.mark.parametrize("name", sorted(OUT_DIMS))
+def test_backbone_maps_80x60_images_to_out_dim_features(name):
+    model = create_backbone(name).eval()
+    with torch.no_grad():
+        feats = model(torch.randn(2, 3, 80, 60, generator=torch.Generator().manual_seed(0)))
+    assert model.out_dim == OUT_DIMS[name]
+    assert feats.shape == (2, OUT_DIMS[name]) and torch.isfinite(feats).all()
+
+
+@pytest.mark.parametrize("size", [(32, 32), (84, 84), (80, 60), (120, 90)])
+@pytest.mark.parametrize("make,dim", [(Conv4, 960), (lambda: ResNet12(widths=(8, 16, 32, 40)), 40)])
+def test_few_shot_backbones_keep_out_dim_whatever_the_input_size(make, dim, size):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = make().eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, *size)).shape == (1, dim)
+
+
+def test_conv4_at_80x60_is_the_plain_flatten_of_its_last_map():
+    model = create_backbone("conv4").eval()
+    x = torch.randn(3, 3, 80, 60, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        last = model.features(x)
+        assert last.shape == (3, 64, 5, 3)
+        assert torch.equal(model(x), last.flatten(1))
+
+
+def test_resnet12_has_the_standard_widths_and_three_convs_per_block():
+    model = create_backbone("resnet12")
+    convs = [[m for m in block.convs if isinstance(m, torch.nn.Conv2d)] for block in model.layers]
+    assert [len(c) for c in convs] == [3, 3, 3, 3]
+    assert [c[-1].out_channels for c in convs] == [64, 160, 320, 640]
+
+
+def test_unknown_backbone_lists_the_known_names():
+    known = "conv4, resnet12, resnet18, resnet34, resnet50"
+    with pytest.raises(ValueError, match=f"unknown backbone 'resnet9'; known: {known}"):
+        create_backbone("resnet9")
+
+
+@pytest.mark.parametrize("name", ["conv4", "resnet12", "resnet18"])
+def test_initialisation_is_seeded_and_leaves_the_global_rng_alone(name):
+    before = torch.get_rng_state()
+    a, b, c = create_backbone(name, seed=3), create_backbone(name, seed=3), create_backbone(name, seed=4)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
+
+
+@pytest.mark.parametrize("name", ["resnet18"])
+def test_imagenet_weights_load_offline_from_the_torch_hub_cache(offline_hub, name):
+    folder, calls = offline_hub
+    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    with torch.random.fork_rng():
+        torch.manual_seed(123)
+        saved = getattr(torchvision.models, name)(weights=None).state_dict()  # includes fc.*, like the real file
+    folder.mkdir(parents=True)
+    torch.save(saved, folder / os.path.basename(url))
+    model = create_backbone(name, "imagenet")
+    assert calls == []
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_imagenet_cache_file_is_named_like_torchvision_names_it(offline_hub):
+    folder, _ = offline_hub
+    with pytest.raises(RuntimeError, match="resnet18-f37072fd.pth"):
+        create_backbone("resnet18", "imagenet")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_imagenet_weights_offline_without_cache_say_both_ways_out(offline_hub, name):
+    folder, calls = offline_hub
+    with pytest.raises(RuntimeError) as err:
+        create_backbone(name, "imagenet")
+    message = str(err.value)
+    filename = os.path.basename(torchvision.models.get_model_weights(name).DEFAULT.url)
+    assert filename in message and str(folder) in message
+    assert "$TORCH_HOME/hub/checkpoints/" in message and "--weights none" in message
+    assert len(calls) == 1  # one download attempt, answered by the fake network
+
+
+@pytest.mark.parametrize("name", ["conv4", "resnet12"])
+def test_imagenet_weights_for_few_shot_backbones_are_refused(name):
+    with pytest.raises(ValueError, match="has no ImageNet weights.*--weights none"):
+        create_backbone(name, "imagenet")
+
+
+def test_weights_none_string_means_random_init():
+    a, b = create_backbone("conv4", "none", seed=1), create_backbone("conv4", None, seed=1)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def _perturbed(name: str) -> dict[str, torch.Tensor]:
+    return {k: v + 1.0 if v.is_floating_point() else v for k, v in create_backbone(name, seed=9).state_dict().items()}
+
+
+def _loads(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name,layout", [("conv4", "state_dict"), ("conv4", "prefixed_state_dict"),
+                                         ("conv4", "model_entry"), ("conv4", "backbone_entry"),
+                                         ("resnet12", "backbone_entry")])
+def test_checkpoint_path_loads_the_backbone_part(tmp_path, name, layout):
+    state = _perturbed(name)
+    prefixed = {f"backbone.{k}": v for k, v in state.items()} | {"head.weight": torch.zeros(3, 4)}
+    obj = {"state_dict": state, "prefixed_state_dict": prefixed,
+           "model_entry": {"model": prefixed, "config": {"lr": 0.1}},
+           "backbone_entry": {"model": prefixed, "backbone": state, "config": {}, "meta": {"backbone": name}}}[layout]
+    torch.save(obj, tmp_path / "ckpt.pt")
+    assert _loads(create_backbone(name, tmp_path / "ckpt.pt"), state)
+
+
+def test_checkpoint_made_for_another_backbone_is_refused_by_name(tmp_path):
+    torch.save({"backbone": _perturbed("conv4"), "meta": {"backbone": "conv4"}}, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="holds a conv4 backbone, but resnet12 was asked for"):
+        create_backbone("resnet12", tmp_path / "c.pt")
+
+
+def test_state_dict_of_another_architecture_names_the_mismatching_keys(tmp_path):
+    torch.save(_perturbed("conv4"), tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=r"c.pt does not fit this ResNet12 backbone: missing \['layers"):
+        create_backbone("resnet12", tmp_path / "c.pt")
+
+
+def test_missing_weights_file_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt does not exist"):
+        create_backbone("conv4", Path(tmp_path / "nope.pt"))

@@ -64,3 +64,26 @@ def make_layout(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset in the Kaggle layout (12 classes, 480 images), written once per session."""
+    from fewshot.data.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    write_synthetic(root, n_classes=12, n_images=480, seed=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_cached(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The small synthetic dataset served from its image cache at 32x24 (fast to train on)."""
+    import warnings
+
+    from fewshot.data.dataset import FashionProducts
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return FashionProducts(synthetic_root).cached((32, 24), cache_root=tmp_path_factory.mktemp("cache"),
+                                                      progress=False)

@@ -1,0 +1,142 @@
+"""Two-stage fine-tuning, the seed's baseline done right.
+
+Stage 1 trains a backbone + linear head on the transfer protocol's head classes (train = even years).
+Stage 2 starts from stage 1's *best* weights (the seed silently restarted from ImageNet), puts a new head
+over the tail classes and fine-tunes on the tail train images with a class-weighted loss (the seed's
+``max_count / count`` by default). The best epoch of each stage is chosen on a validation split carved
+from its train images; test images (odd years) are only ever scored.
+
+    python -m baselines.two_stage --data DIR [--config baselines/two_stage.toml] [--out DIR] [--resume]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fewshot.backbones import create_backbone
+from fewshot.data.protocols import TransferProtocol
+from fewshot.io import atomic_torch_save
+from fewshot.supervised import Classifier, SupervisedObjective
+from fewshot.train import TrainConfig, fit, predict_scores
+
+
+@dataclass(frozen=True)
+class TwoStageConfig:
+    """``freeze_backbone``: stage 2 trains the new head only (a linear probe; BatchNorm statistics stay
+    those of stage 1)."""
+
+    backbone: str = "resnet18"
+    weights: str = "none"
+    freeze_backbone: bool = False
+    stage1: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.05))
+    stage2: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.01, class_weights="inverse"))
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """Scores [n_test, C] of one stage on its test images, with targets [n_test] and the checkpoint."""
+
+    scores: torch.Tensor
+    targets: torch.Tensor
+    test_indices: np.ndarray
+    classes: tuple[str, ...]
+    checkpoint: Path
+    history: list[dict]
+    seconds: float
+
+
+def run_stage(
+    images: np.ndarray, protocol: TransferProtocol, group: str, config: TrainConfig, model: Classifier,
+    out_dir: Path, *, resume: bool, progress: bool, meta: dict,
+) -> StageOutput:
+    """Train ``model`` on ``group``'s train images, score its test images; a finished stage is reloaded."""
+    done = out_dir / "scores.pt"
+    classes = protocol.head if group == "head" else protocol.tail
+    if resume and done.exists():
+        saved = torch.load(done, weights_only=False)
+        return StageOutput(**{**saved, "checkpoint": Path(saved["checkpoint"])})
+    start = time.perf_counter()
+    train_idx = getattr(protocol, f"{group}_train")
+    test_idx = getattr(protocol, f"{group}_test")
+    labels = np.full(len(images), -1, dtype=np.int64)
+    labels[train_idx] = protocol.targets(train_idx, group)
+    objective = SupervisedObjective(images, labels, train_idx, config, n_classes=len(classes))
+    result = fit(model, objective, config, out_dir, resume=resume, meta=meta, progress=progress)
+    scores = (predict_scores(model, images, test_idx, config.eval_batch_size, progress=progress)
+              if len(test_idx) else torch.zeros(0, len(classes)))
+    out = StageOutput(scores, torch.from_numpy(protocol.targets(test_idx, group)), np.asarray(test_idx),
+                      tuple(classes), out_dir / "best.pt", result.history, time.perf_counter() - start)
+    atomic_torch_save({**out.__dict__, "checkpoint": str(out.checkpoint)}, done)
+    return out
+
+
+def train_two_stage(
+    images: np.ndarray, protocol: TransferProtocol, config: TwoStageConfig, out_dir: str | Path, *,
+    resume: bool = False, progress: bool = True,
+) -> tuple[StageOutput, StageOutput]:
+    """Both stages; returns (stage 1 on head test images, stage 2 on tail test images)."""
+    out_dir = Path(out_dir)
+    c1, c2 = config.stage1, config.stage2
+    meta = {"backbone": config.backbone, "protocol": "transfer"}
+    model1 = Classifier(create_backbone(config.backbone, config.weights, seed=c1.seed), len(protocol.head),
+                        seed=c1.seed)
+    stage1 = run_stage(images, protocol, "head", c1, model1, out_dir / "stage1", resume=resume,
+                       progress=progress, meta={**meta, "stage": 1, "classes": list(protocol.head)})
+    # Stage 2 starts from the best stage-1 checkpoint on disk, not from the in-memory model: that is
+    # also what a resumed run has, so both paths start stage 2 from identical weights.
+    backbone = create_backbone(config.backbone, stage1.checkpoint, seed=c2.seed)
+    model2 = Classifier(backbone, len(protocol.tail), seed=c2.seed, freeze_backbone=config.freeze_backbone)
+    stage2 = run_stage(images, protocol, "tail", c2, model2, out_dir / "stage2", resume=resume,
+                       progress=progress, meta={**meta, "stage": 2, "classes": list(protocol.tail)})
+    return stage1, stage2
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="dataset folder (default: $FEWSHOT_DATA)")
+    p.add_argument("--config", type=Path, help="TOML file with a TwoStageConfig (default: built-in defaults)")
+    p.add_argument("--out", type=Path, default=Path("runs/two_stage"))
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--size", default="80x60", help="image size HEIGHTxWIDTH")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda (overrides both stages' device)")
+    p.add_argument("overrides", nargs="*", help="config overrides such as stage1.epochs=2 backbone=resnet34")
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    from fewshot.cli import data_dir, parse_size
+    from fewshot.config import load_config, to_toml
+    from fewshot.data.dataset import FashionProducts
+    from fewshot.evaluation import per_class_topk
+    from fewshot.io import atomic_write_json, atomic_write_text
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides += [f"stage1.device={args.device}", f"stage2.device={args.device}"]
+    config = load_config(TwoStageConfig, args.config, overrides)
+    ds = FashionProducts(data_dir(args.data)).cached(parse_size(args.size))
+    protocol = TransferProtocol.from_styles(ds.styles)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "config.resolved.toml", to_toml(config))
+    stage1, stage2 = train_two_stage(ds.images, protocol, config, args.out, resume=args.resume)
+    summary = {}
+    for name, stage in (("head", stage1), ("tail", stage2)):
+        result = per_class_topk(stage.scores, stage.targets, ks=(1, 5), class_names=stage.classes)
+        result.table.to_csv(args.out / f"{name}_per_class.csv", index=False)
+        print(f"\n== {name} classes ({len(stage.classes)}-way, {len(stage.targets)} test images)"
+              f"{' SYNTHETIC DATA' if ds.synthetic else ''} ==")
+        print(result.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"macro top1 {result.macro['top1']:.4f} top5 {result.macro['top5']:.4f} | "
+              f"micro top1 {result.micro['top1']:.4f} top5 {result.micro['top5']:.4f} | {stage.seconds:.0f} s")
+        summary[name] = {**result.summary(), "seconds": stage.seconds, "synthetic": ds.synthetic}
+    atomic_write_json(args.out / "summary.json", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

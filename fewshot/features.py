@@ -1,0 +1,87 @@
+"""A cache of backbone embeddings: computed once per (checkpoint, image cache, rows, precision).
+
+Every nearest-centroid evaluation of a backbone reads the same [n, D] float32 matrix. The file name is a
+hash of the checkpoint's bytes, the image cache's key, the rows embedded and the inference precision, so a
+retrained checkpoint or a changed dataset can never be served stale features: it gets a new file. A file
+that does not match its own metadata is rebuilt. Writes are atomic.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fewshot.backbones import create_backbone
+from fewshot.batches import extract_features
+from fewshot.data.cache import default_cache_root
+from fewshot.io import atomic_open, atomic_write_json
+
+FEATURES_VERSION = 1
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def features_key(checkpoint_digest: str, image_key: str, indices: np.ndarray, precision: str) -> str:
+    h = hashlib.sha256(f"features-v{FEATURES_VERSION};{checkpoint_digest};{image_key};{precision};".encode())
+    h.update(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def cached_features(
+    checkpoint: str | os.PathLike,
+    backbone: str,
+    images: np.ndarray,
+    image_key: str,
+    indices: np.ndarray | None = None,
+    *,
+    cache_root: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int = 256,
+    cpu_amp: bool = False,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Features [len(indices), D] (float32, CPU) of ``images[indices]`` through the ``backbone`` weights in
+    ``checkpoint``; loaded from the cache when present, computed and stored otherwise.
+
+    ``image_key``: the image cache's key (``FashionProducts.cached(...).cache.key``); ``indices`` default
+    to every image. ``cpu_amp`` (bf16 inference on the CPU) changes the numbers, so it is part of the key.
+    """
+    indices = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+    precision = "bf16-cpu" if cpu_amp else "fp32"
+    key = features_key(file_digest(checkpoint), image_key, indices, precision)
+    folder = Path(cache_root) if cache_root else default_cache_root() / "features"
+    path, meta_path = folder / f"{key[:32]}.npy", folder / f"{key[:32]}.json"
+    cached = _load(path, meta_path, key, len(indices))
+    if cached is not None:
+        return cached
+    model = create_backbone(backbone, checkpoint)
+    feats = extract_features(model, images, indices, batch_size=batch_size, device=device, cpu_amp=cpu_amp,
+                             progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, feats.numpy().astype(np.float32))
+    atomic_write_json(meta_path, {"key": key, "checkpoint": str(Path(checkpoint).resolve()), "backbone": backbone,
+                                  "image_key": image_key, "n": len(indices), "dim": int(feats.shape[1]),
+                                  "precision": precision})
+    return feats.float()
+
+
+def _load(path: Path, meta_path: Path, key: str, n: int) -> torch.Tensor | None:
+    try:
+        meta = json.loads(meta_path.read_text())
+        feats = np.load(path)
+    except (OSError, ValueError):
+        return None
+    if meta.get("key") != key or feats.shape != (n, meta.get("dim")) or feats.dtype != np.float32:
+        return None
+    return torch.from_numpy(feats)

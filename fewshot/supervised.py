@@ -73,7 +73,8 @@ class SupervisedObjective(Objective):
         labels = np.asarray(labels, dtype=np.int64)
         train = np.asarray(train_indices, dtype=np.int64)
         if val_indices is None:
-            train, val = stratified_split(labels, config.val_fraction, config.seed, indices=train)
+            train, val = stratified_split(labels, config.val_fraction, config.seed, indices=train,
+                                          min_per_class=config.val_min_per_class)
         else:
             val = np.asarray(val_indices, dtype=np.int64)
         if train.size == 0:

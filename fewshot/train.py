@@ -45,8 +45,10 @@ class TrainConfig:
     CPU too (off by default: fp32 is the reference; measured 1.3-2.4x faster on this AMX CPU);
     ``channels_last``: NHWC activations on any device (2x faster for conv4/resnet12 on this CPU, equal for
     resnet18). ``warmup_epochs`` may be fractional. ``class_weights``: "none", "inverse" (the seed's
-    max/count) or "effective" (Cui et al. 2019, ``effective_beta``). ``val_metric``: "macro" (mean
-    per-class accuracy, what the benchmark reports on rare classes) or "micro"."""
+    max/count) or "effective" (Cui et al. 2019, ``effective_beta``). ``val_min_per_class``: the fewest
+    validation images a class with >= 2 train images gives up (0 lets the rarest classes keep all their
+    images for training). ``val_metric``: "macro" (mean per-class accuracy, what the benchmark reports on
+    rare classes) or "micro"."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -62,6 +64,7 @@ class TrainConfig:
     balanced_sampling: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_fraction: float = 0.1
+    val_min_per_class: int = 1
     val_metric: Literal["macro", "micro"] = "macro"
     eval_batch_size: int = 256
     seed: int = 0

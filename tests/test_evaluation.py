@@ -258,9 +258,9 @@ def test_episodic_eval_uses_the_samplers_current_epoch():
     ("kwargs", "message"),
     [
         ({"normalize": "cl2n"}, "normalize='cl2n' needs base_mean"),
-        ({"normalize": "cl2n", "base_mean": torch.zeros(3)}, r"base_mean has shape \(3,\), features are \[n, 8\]"),
+        ({"normalize": "cl2n", "base_mean": torch.zeros(3)}, r"base_mean has shape \(3,\), features have d=8"),
         ({"normalize": "none", "base_mean": torch.zeros(8)}, "base_mean is only used with normalize='cl2n'"),
-        ({"normalize": "zscore"}, "normalize='zscore' is not one of"),
+        ({"normalize": "zscore"}, "unknown normalisation .zscore.; known: none, l2n, cl2n"),
         ({"distance": "manhattan"}, "distance='manhattan' is not one of"),
     ],
 )

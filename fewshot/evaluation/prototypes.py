@@ -1,4 +1,4 @@
-"""Nearest-prototype maths on batches of episodes: feature normalisation and prototype accuracy.
+"""Nearest-prototype accuracy on batches of episodes (feature normalisation: :mod:`fewshot.methods.functional`).
 
 Prototypes are class means of the support features (Snell, Swersky & Zemel 2017, "Prototypical Networks
 for Few-shot Learning"); features may first be L2-normalised, or centred on the base classes' mean and
@@ -9,31 +9,9 @@ from __future__ import annotations
 
 import torch
 
-NORMALIZATIONS = ("none", "l2n", "cl2n")
-DISTANCES = ("euclidean", "cosine")
+from fewshot.methods.functional import DISTANCES, NORMALIZATIONS, normalize_features
 
-
-def normalize_features(
-    features: torch.Tensor, normalize: str = "none", base_mean: torch.Tensor | None = None
-) -> torch.Tensor:
-    """features [n, d] -> [n, d]: ``"none"``, ``"l2n"`` (x / |x|) or ``"cl2n"`` ((x - m) / |x - m|).
-
-    ``base_mean`` [d] (m) is required for CL2N: the mean feature of the base classes' train images.
-    """
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize={normalize!r} is not one of {NORMALIZATIONS}")
-    if normalize == "cl2n":
-        if base_mean is None:
-            raise ValueError("normalize='cl2n' needs base_mean [d]: the mean feature of the base classes' train images")
-        base_mean = torch.as_tensor(base_mean, dtype=features.dtype, device=features.device)
-        if base_mean.shape != features.shape[1:]:
-            raise ValueError(f"base_mean has shape {tuple(base_mean.shape)}, features are [n, {features.shape[1]}]")
-        features = features - base_mean
-    elif base_mean is not None:
-        raise ValueError(f"base_mean is only used with normalize='cl2n', not {normalize!r}; drop it or switch")
-    if normalize == "none":
-        return features
-    return features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
+__all__ = ["DISTANCES", "NORMALIZATIONS", "normalize_features", "prototype_accuracy"]
 
 
 def prototype_accuracy(support: torch.Tensor, query: torch.Tensor, distance: str = "euclidean") -> torch.Tensor:

@@ -41,9 +41,9 @@ class NearestCentroid(FewShotClassifier):
             raise ValueError(f"unknown normalisation {normalize!r}; known: {', '.join(NORMALIZATIONS)}")
         if distance not in DISTANCES:
             raise ValueError(f"unknown distance {distance!r}; known: {', '.join(DISTANCES)}")
-        if normalize == "cl2n" and base_mean is None:
-            raise ValueError("normalize='cl2n' needs base_mean (the mean base-class feature); "
-                             "compute it from the base classes' train features, or use 'l2n'")
+        if (normalize == "cl2n") != (base_mean is not None):
+            raise ValueError("normalize='cl2n' needs base_mean (the mean base-class feature, computed from the "
+                             "base classes' train features), and the other normalisations take none")
         self.normalize = normalize
         self.distance = distance
         self.register_buffer("base_mean", None if base_mean is None else base_mean.detach().clone())

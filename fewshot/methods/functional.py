@@ -21,19 +21,24 @@ def normalize_features(x: Tensor, mode: Normalization = "none", base_mean: Tenso
 
     ``x``: [..., d]. ``"l2n"`` scales each vector to unit L2 norm; ``"cl2n"`` first subtracts
     ``base_mean`` ([d], the mean feature of the base classes' train images), then L2-normalises.
+    ``base_mean`` is required by ``"cl2n"`` and refused by the others (a silently ignored mean would hide
+    a configuration mistake).
     """
-    if mode == "none":
-        return x
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalisation {mode!r}; known: {', '.join(NORMALIZATIONS)}")
     if mode == "cl2n":
         if base_mean is None:
             raise ValueError("normalize='cl2n' needs base_mean, the [d] mean feature of the base classes' "
                              "train images; pass it, or use normalize='l2n'")
+        base_mean = torch.as_tensor(base_mean, dtype=x.dtype, device=x.device)
         if base_mean.shape != x.shape[-1:]:
             raise ValueError(f"base_mean has shape {tuple(base_mean.shape)}, features have d={x.shape[-1]}")
-        x = x - base_mean.to(x)
-    elif mode != "l2n":
-        raise ValueError(f"unknown normalisation {mode!r}; known: {', '.join(NORMALIZATIONS)}")
-    return torch.nn.functional.normalize(x, dim=-1)
+        x = x - base_mean
+    elif base_mean is not None:
+        raise ValueError(f"base_mean is only used with normalize='cl2n', not {mode!r}; drop it or switch")
+    if mode == "none":
+        return x
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def class_means(features: Tensor, labels: Tensor, n_classes: int) -> Tensor:

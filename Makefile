@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CONFIG ?= benchmarks/configs/cpu.toml
+# `make bench` runs cpu.toml on the real catalogue when FEWSHOT_DATA names it, else synthetic.toml on a
+# freshly generated synthetic catalogue. Override with `make bench CONFIG=benchmarks/configs/gpu.toml`.
+CONFIG ?= $(if $(FEWSHOT_DATA),benchmarks/configs/cpu.toml,benchmarks/configs/synthetic.toml)
+BENCH_ARGS ?=
 
 .PHONY: test bench install clean
 
@@ -11,7 +14,6 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) setup.cfg pyproject.toml
-	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[test,plots]'
 	touch $(STAMP)
 
@@ -21,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(VENV)/bin/fewshot summary --data "$${FEWSHOT_DATA:-}" --protocol transfer
+	$(PY) -m benchmarks.run --config $(CONFIG) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

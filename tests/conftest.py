@@ -18,6 +18,18 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
         monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path_factory.getbasetemp() / "fewshot-cache"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for tests of tiny tensor ops: on the 2-core CI box a second busy process makes
+    2-thread OpenMP barriers stall (measured 40x slower). Restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real Kaggle copy named by FEWSHOT_DATA; tests that need it are skipped without it."""

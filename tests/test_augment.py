@@ -14,14 +14,7 @@ from fewshot.augment import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, apply_t
 PLAIN = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: these tests run tiny ops, and on the 2-core CI box a second busy process makes
-    2-thread OpenMP barriers stall (measured 40x slower); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(n: int = 4, h: int = 10, w: int = 6, seed: int = 0) -> torch.Tensor:

@@ -13,14 +13,7 @@ from fewshot.backbones import BACKBONES, Conv4, ResNet12, create_backbone
 OUT_DIMS = {"conv4": 960, "resnet12": 640, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: these tests run tiny ops, and on the 2-core CI box a second busy process makes
-    2-thread OpenMP barriers stall (measured 40x slower); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

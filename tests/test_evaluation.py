@@ -287,3 +287,35 @@ def test_prototype_accuracy_breaks_ties_toward_the_lower_way():
     query = torch.ones(1, 2, 2)  # one query per way, equidistant from both
     assert prototype_accuracy(support, query).tolist() == [0.5]
     assert prototype_accuracy(support + 1, query, "cosine").tolist() == [0.5]
+
+
+@pytest.mark.parametrize(("normalize", "distance"), [("none", "euclidean"), ("l2n", "cosine"), ("cl2n", "euclidean")])
+def test_episodic_class_accuracy_is_consistent_with_episodic_eval_and_a_loop(normalize, distance):
+    from fewshot.evaluation import episodic_class_accuracy, normalize_features
+
+    g = torch.Generator().manual_seed(4)
+    labels = np.repeat(np.arange(7), 25)
+    feats = torch.randn(len(labels), 6, generator=g) + torch.from_numpy(labels).float()[:, None] * 0.3
+    base = feats.mean(0) if normalize == "cl2n" else None
+    sampler = EpisodeSampler(labels, 4, 2, 3, 150, seed=5)
+    per_class = episodic_class_accuracy(feats, labels, sampler, normalize=normalize, base_mean=base,
+                                        distance=distance, chunk_size=37)
+    overall = episodic_eval(feats, labels, sampler, normalize=normalize, base_mean=base, distance=distance,
+                            device="cpu", progress=False)
+    # reference: a plain loop over episodes and queries
+    normed = normalize_features(feats, normalize, base)
+    hits, seen = np.zeros(7), np.zeros(7)
+    for ep in sampler.sample_batch(0, 150):
+        protos = torch.stack([normed[torch.from_numpy(ep[w, :2])].mean(0) for w in range(4)])
+        for w in range(4):
+            for q in ep[w, 2:]:
+                x = normed[int(q)]
+                if distance == "euclidean":
+                    pred = int(torch.argmin(((protos - x) ** 2).sum(1)))
+                else:
+                    pred = int(torch.argmax(torch.nn.functional.cosine_similarity(protos, x[None], dim=1)))
+                hits[labels[q]] += pred == w
+                seen[labels[q]] += 1
+    assert per_class == pytest.approx({c: hits[c] / seen[c] for c in range(7) if seen[c]}, abs=1e-12)
+    weighted = sum(per_class[c] * seen[c] for c in per_class) / seen.sum()
+    assert weighted == pytest.approx(overall.mean, abs=1e-12)

@@ -19,14 +19,7 @@ TINY = TrainConfig(epochs=3, batch_size=16, lr=0.05, warmup_epochs=0.5, val_frac
                    eval_batch_size=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: these tests run tiny ops, and on the 2-core CI box a second busy process makes
-    2-thread OpenMP barriers stall (measured 40x slower); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n: int = 64, size: int = 32, n_classes: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from fewshot.evaluation.functional import episodic_accuracy
 from fewshot.evaluation.prototypes import DISTANCES, normalize_features, prototype_accuracy
+from fewshot.methods.functional import centroid_scores
 from fewshot.io import resolve_device
 from fewshot.sampling.fixed import EpisodeSampler
 
@@ -118,3 +119,42 @@ def _index_chunks(
             ready, pending = pending.result(), pool.submit(make, nxt)
             yield ready
         yield pending.result()
+
+
+def episodic_class_accuracy(
+    features: torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    sampler: EpisodeSampler,
+    *,
+    normalize: str = "none",
+    base_mean: torch.Tensor | None = None,
+    distance: str = "euclidean",
+    chunk_size: int = 512,
+) -> dict[int, float]:
+    """Accuracy of each class's queries over the sampler's episodes (current epoch): {label: fraction}.
+
+    The same nearest-prototype decisions as :func:`episodic_eval` (same episodes, normalisation and
+    distance), counted per class instead of per episode; classes never drawn are absent. Since every way
+    has ``n_query`` queries, the query-weighted mean of these equals ``episodic_eval(...).mean``.
+    """
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if features.ndim != 2 or features.shape[0] != len(labels_t):
+        raise ValueError(f"features must be [{len(labels_t)}, d] (one row per label), got {tuple(features.shape)}")
+    feats = normalize_features(features, normalize, base_mean)
+    way, shot, n_query = sampler.n_way, sampler.n_shot, sampler.n_query
+    n_classes = int(labels_t.max()) + 1
+    hits = torch.zeros(n_classes, dtype=torch.float64)
+    seen = torch.zeros(n_classes, dtype=torch.float64)
+    target = torch.arange(way).repeat_interleave(n_query)
+    first = sampler.epoch * sampler.n_episodes
+    for start in range(0, sampler.n_episodes, chunk_size):
+        count = min(chunk_size, sampler.n_episodes - start)
+        idx = torch.from_numpy(sampler.sample_batch(first + start, count))
+        support = feats[idx[:, :, :shot]]  # [E, W, S, d]
+        query = feats[idx[:, :, shot:]].reshape(count, way * n_query, -1)
+        scores = centroid_scores(query, support.mean(2), distance)  # [E, W*Q, W]
+        correct = (scores.argmax(-1) == target).double()
+        query_class = labels_t[idx[:, :, 0]].repeat_interleave(n_query, dim=1)
+        hits.index_add_(0, query_class.reshape(-1), correct.reshape(-1))
+        seen.index_add_(0, query_class.reshape(-1), torch.ones_like(correct).reshape(-1))
+    return {int(c): float(hits[c] / seen[c]) for c in torch.nonzero(seen).flatten().tolist()}

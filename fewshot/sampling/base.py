@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
+from fewshot.sampling._classes import ClassIndex
 from fewshot.sampling._random import seed_to_key
 from fewshot.sampling.episode import EpisodeCollate
 
@@ -34,6 +35,7 @@ class EpisodicSampler(Sampler[list[int]], ABC):
     # Episodes drawn per vectorised call while iterating: large enough to amortise numpy's per-call
     # overhead, small enough that the first episode comes out at once.
     chunk_episodes = 256
+    _index: ClassIndex  # set by subclasses: the eligible classes and their items
 
     def __init__(self, n_episodes: int, seed: int | None) -> None:
         super().__init__()
@@ -46,6 +48,16 @@ class EpisodicSampler(Sampler[list[int]], ABC):
         self.n_episodes = int(n_episodes)
         self.epoch = 0
         self._key = seed_to_key(self.seed)
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Eligible labels (enough items for an episode), ascending."""
+        return self._index.classes
+
+    @property
+    def excluded_classes(self) -> dict[int, int]:
+        """Labels dropped by ``small_classes="exclude"`` -> their item count."""
+        return dict(self._index.excluded)
 
     def __len__(self) -> int:
         return self.n_episodes

@@ -58,16 +58,6 @@ class EpisodeSampler(EpisodicSampler):
             )
 
     @property
-    def classes(self) -> np.ndarray:
-        """Eligible labels, ascending."""
-        return self._index.classes
-
-    @property
-    def excluded_classes(self) -> dict[int, int]:
-        """Labels dropped by ``small_classes="exclude"`` -> their item count."""
-        return dict(self._index.excluded)
-
-    @property
     def collate(self) -> EpisodeCollate:
         return EpisodeCollate(self.n_way, self.n_shot, self.n_query)
 

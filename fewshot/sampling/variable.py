@@ -71,16 +71,6 @@ class VariableEpisodeSampler(EpisodicSampler):
         self.max_query, self.max_support, self.max_support_per_class = max_query, max_support, max_support_per_class
 
     @property
-    def classes(self) -> np.ndarray:
-        """Eligible labels (>= 2 items), ascending."""
-        return self._index.classes
-
-    @property
-    def excluded_classes(self) -> dict[int, int]:
-        """Labels dropped by ``small_classes="exclude"`` -> their item count."""
-        return dict(self._index.excluded)
-
-    @property
     def collate(self) -> EpisodeCollate:
         return EpisodeCollate()
 

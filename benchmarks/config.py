@@ -1,0 +1,99 @@
+"""The benchmark's configuration: one frozen dataclass tree, loaded from ``benchmarks/configs/*.toml``.
+
+``seed``, ``device`` and ``cpu_amp`` are set once at the top level and applied to every training table
+(the ``seed``/``device``/``cpu_amp`` keys inside ``[stage1]``, ``[stage2]``, ``[background]`` and
+``[protonet.train]`` are overwritten), so one run has one seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from baselines.two_stage import TwoStageConfig
+from fewshot.episodic_training import EpisodeConfig
+from fewshot.train import TrainConfig
+
+METHODS = ("two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all", "baseline_centroid",
+           "protonet_bg")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``source``: "path" reads ``--data`` / ``$FEWSHOT_DATA``; "synthetic" writes a synthetic dataset
+    (``synth_classes``, ``synth_images``) into the run folder first."""
+
+    source: Literal["path", "synthetic"] = "path"
+    image_size: tuple[int, int] = (80, 60)
+    synth_classes: int = 40
+    synth_images: int = 3000
+    n_head: int = 20
+    min_train: int = 1
+    min_images: int = 20
+
+
+@dataclass(frozen=True)
+class ProtoNetConfig:
+    """``init``: "supervised" starts each ProtoNet from the matching supervised backbone (stage 1 for
+    the transfer protocol, the background classifier for the episodic one), then trains episodically
+    (Chen et al. 2021's Meta-Baseline recipe, which CPU budgets need); "scratch" trains from random
+    weights as Snell et al. did. ``val_classes``: fraction of background classes held out (whole) to
+    select epochs for the episodic protocol's models."""
+
+    init: Literal["supervised", "scratch"] = "supervised"
+    episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, optimizer="sgd", lr=0.01,
+                                                                   warmup_epochs=0.0))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Episodic settings (``ways`` x ``shots``, ``n_query`` queries, ``episodes`` fixed seeded episodes),
+    the K-shot prototype study (``kshot`` with ``kshot_draws`` seeded draws) and the normalisation and
+    distance of the nearest-centroid methods (``centroid_*`` and ``baseline_centroid``)."""
+
+    episodes: int = 1000
+    ways: tuple[int, ...] = (2, 5, 15)
+    shots: tuple[int, ...] = (1, 5)
+    n_query: int = 15
+    kshot: tuple[int, ...] = (1, 5, 10, 20)
+    kshot_draws: int = 5
+    normalize: Literal["none", "l2n", "cl2n"] = "cl2n"
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    name: str = "custom"
+    seed: int = 0
+    device: str = "auto"
+    cpu_amp: bool = False
+    backbone: str = "resnet18"
+    weights: str = "none"
+    freeze_backbone: bool = False
+    methods: tuple[str, ...] = METHODS
+    val_classes: float = 0.2
+    data: DataConfig = field(default_factory=DataConfig)
+    stage1: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=0.05))
+    stage2: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.01, class_weights="inverse",
+                                                                    val_min_per_class=0))
+    background: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=0.05))
+    protonet: ProtoNetConfig = field(default_factory=ProtoNetConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        if not 0.0 < self.val_classes < 1.0:
+            raise ValueError(f"val_classes={self.val_classes} must lie in (0, 1)")
+
+    def train(self, which: str) -> TrainConfig:
+        """The training table ``which`` with the run's seed, device and cpu_amp applied."""
+        table = self.protonet.train if which == "protonet" else getattr(self, which)
+        return dataclasses.replace(table, seed=self.seed, device=self.device, cpu_amp=self.cpu_amp)
+
+    def two_stage(self) -> TwoStageConfig:
+        return TwoStageConfig(backbone=self.backbone, weights=self.weights, freeze_backbone=self.freeze_backbone,
+                              stage1=self.train("stage1"), stage2=self.train("stage2"))

@@ -1,0 +1,182 @@
+"""Result files of a benchmark run: per_class.csv, summary.json and summary.md (all written atomically)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fewshot.data.protocols import EpisodicProtocol, TransferProtocol
+from fewshot.evaluation import BUCKETS, assign_buckets
+from fewshot.io import atomic_write_json, atomic_write_text
+
+# The seed project's figures: as published, and as per-class means of its own notebook (top-1 / top-5).
+SEED_REFERENCE = {
+    "head": {"published": (0.90, 0.99), "notebook_macro": (0.888, 0.995)},
+    "tail": {"published": (0.77, 0.85), "notebook_macro": (0.707, 0.950)},
+}
+# Best published solution on the same 60x80 images (a Conv4 ProtoNet), episodic accuracy in %.
+PUBLISHED_EPISODIC = {"5w1s": 78.8, "5w5s": 91.6, "15w1s": 58.6, "15w5s": 76.9}
+
+
+def n_train_of(protocol: TransferProtocol, classes: tuple[str, ...]) -> np.ndarray:
+    return protocol.counts.loc[list(classes), "n_train"].to_numpy(np.int64)
+
+
+def summary_dict(transfer: dict, episodic: dict, protocol: TransferProtocol | None, synthetic: bool) -> dict:
+    out: dict[str, Any] = {"synthetic": synthetic, "transfer": {"head": {}, "tail": {}}, "episodic": {},
+                           "shots": {}}
+    for group in ("head", "tail"):
+        for method, result in transfer.get(group, {}).items():
+            row = result.summary()
+            if group == "tail":
+                n_train = n_train_of(protocol, protocol.tail)
+                row["buckets"] = result.buckets(n_train, "top1")
+                row["buckets_top5"] = result.buckets(n_train, "top5")
+            out["transfer"][group][method] = row
+    out["shots"] = transfer.get("shots", {})
+    out["episodic"] = episodic.get("episodic", {})
+    if "split" in episodic:
+        out["episodic_split"] = episodic["split"]
+    return _clean(out)
+
+
+def per_class_table(transfer: dict, episodic: dict, tp: TransferProtocol | None, ep: EpisodicProtocol | None,
+                    methods: tuple[str, ...]) -> pd.DataFrame:
+    """One row per class of the head, tail and evaluation groups, then ``<method>/top1``, ``<method>/top5``.
+
+    Head and tail rows: top-k on the transfer protocol's test images. Evaluation rows (episodic
+    protocol): ``n_train`` is empty (novel classes), ``n_test`` the class's images, and ``top1`` the
+    accuracy of its queries over the 5-way 5-shot evaluation episodes (top-5 is meaningless there).
+    """
+    rows = []
+    if tp is not None:
+        for group, names in (("head", tp.head), ("tail", tp.tail)):
+            n_train = n_train_of(tp, names)
+            n_test = tp.counts.loc[list(names), "n_test"].to_numpy(np.int64)
+            for name, a, b, bucket in zip(names, n_train, n_test, assign_buckets(n_train)):
+                rows.append({"class": name, "group": group, "n_train": int(a), "n_test": int(b), "bucket": bucket})
+    if ep is not None:
+        for name in ep.evaluation:
+            rows.append({"class": name, "group": "evaluation", "n_train": np.nan,
+                         "n_test": int(ep.counts[name]), "bucket": ""})
+    table = pd.DataFrame(rows, columns=["class", "group", "n_train", "n_test", "bucket"])
+    for method in methods:
+        top1 = np.full(len(table), np.nan)
+        top5 = np.full(len(table), np.nan)
+        for group in ("head", "tail"):
+            result = transfer.get(group, {}).get(method)
+            if result is None:
+                continue
+            acc = result.table.set_index("name")
+            sel = (table["group"] == group).to_numpy()
+            top1[sel] = acc.loc[table.loc[sel, "class"], "top1"].to_numpy()
+            top5[sel] = acc.loc[table.loc[sel, "class"], "top5"].to_numpy()
+        per_class = episodic.get("class_accuracy", {}).get(method)
+        if per_class:
+            sel = (table["group"] == "evaluation").to_numpy()
+            top1[sel] = [per_class.get(c, np.nan) for c in table.loc[sel, "class"]]
+        if not (np.isnan(top1).all() and np.isnan(top5).all()):
+            table[f"{method}/top1"] = top1
+            table[f"{method}/top5"] = top5
+    return table
+
+
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.{digits}f}"
+
+
+def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
+    lines = [f"# Benchmark `{run['config']}`", ""]
+    if summary["synthetic"]:
+        lines += ["**SYNTHETIC DATA** (written by `fewshot synth`): these numbers say nothing about the real "
+                  "catalogue; they only show that the pipeline runs.", ""]
+    lines += [f"Data: {run['dataset']['root']} ({run['dataset']['n_images']} images). Git {run['git_revision']}, "
+              f"seed {run['seed']}, device {run['device']}, wall time {run['wall_seconds'] / 60:.1f} min.", "",
+              "All figures in %. Transfer protocol: train = even years, test = odd years; head = the 20 most "
+              "frequent classes in train, tail = the other classes with train images. Macro = mean over classes "
+              "with test images; micro = over test images.", ""]
+    for group in ("head", "tail"):
+        results = summary["transfer"][group]
+        if not results:
+            continue
+        n_way = len(per_class[per_class["group"] == group])
+        header = "| method | macro top-1 | macro top-5 | micro top-1 | micro top-5 |"
+        sep = "|---|---:|---:|---:|---:|"
+        if group == "tail":
+            header += " Many | Medium | Few |"
+            sep += "---:|---:|---:|"
+        lines += [f"## Transfer, {group} classes ({n_way}-way)", "", header, sep]
+        for method, r in results.items():
+            row = (f"| {method} | {_pct(r['macro_top1'])} | {_pct(r['macro_top5'])} | {_pct(r['micro_top1'])} | "
+                   f"{_pct(r['micro_top5'])} |")
+            if group == "tail":
+                row += " " + " | ".join(_pct(r["buckets"][b]) for b in BUCKETS) + " |"
+            lines.append(row)
+        ref = SEED_REFERENCE[group]
+        pad = " – | – | – |" if group == "tail" else ""
+        lines += [f"| seed, as published | {_pct(ref['published'][0])} | {_pct(ref['published'][1])} | – | – |{pad}",
+                  f"| seed notebook, per-class mean | {_pct(ref['notebook_macro'][0])} | "
+                  f"{_pct(ref['notebook_macro'][1])} | – | – |{pad}", ""]
+        if group == "tail":
+            lines += ["Buckets by train images per class: Many > 100, Medium 20–100, Few < 20 (top-1, macro).", ""]
+    if summary["shots"]:
+        ks = list(next(iter(summary["shots"].values())))
+        lines += ["## Tail macro top-1 with K train images per class as prototypes", "",
+                  "| method | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
+        for method, row in summary["shots"].items():
+            cells = [f"{_pct(row[k]['macro_top1'])} ± {_pct(row[k]['macro_top1_std'])}" if row[k]["draws"] > 1
+                     else _pct(row[k]["macro_top1"]) for k in ks]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += ["", "K is capped at what a class has; mean ± std over seeded draws; 'all' uses every train image.",
+                  ""]
+    if summary["episodic"]:
+        settings = list(next(iter(summary["episodic"].values())))
+        lines += ["## Episodic protocol, evaluation classes", "",
+                  "| method | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
+        for method, row in summary["episodic"].items():
+            lines.append(f"| {method} | " + " | ".join(
+                f"{_pct(row[s]['mean'])} ± {_pct(row[s]['ci95'])}" for s in settings) + " |")
+        lines.append("| best published (Conv4 ProtoNet) | " + " | ".join(
+            f"{PUBLISHED_EPISODIC[s]:.1f}" if s in PUBLISHED_EPISODIC else "–" for s in settings) + " |")
+        n_eps = next(iter(next(iter(summary["episodic"].values())).values()))["n_episodes"]
+        lines += ["", f"Mean accuracy ± 95% confidence interval over {n_eps} seeded episodes (15 queries per class).",
+                  ""]
+    lines += _worst_classes(per_class)
+    lines += ["## Phases", "", "| phase | seconds | reused |", "|---|---:|---|"]
+    for name, seconds in run["phase_seconds"].items():
+        lines.append(f"| {name} | {seconds:.0f} | {'yes' if name in run['reused_phases'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def _worst_classes(per_class: pd.DataFrame, n: int = 5) -> list[str]:
+    tail = per_class[(per_class["group"] == "tail") & (per_class["n_test"] > 0)]
+    methods = [c[:-5] for c in tail.columns if c.endswith("/top1")]
+    if tail.empty or not methods:
+        return []
+    lines = [f"## Where each method fails: its {n} worst tail classes (top-1, n_train / n_test)", ""]
+    for m in methods:
+        worst = tail.sort_values([f"{m}/top1", "n_train"]).head(n)
+        cells = ", ".join(f"{r['class']} {_pct(r[f'{m}/top1'], 0)} ({int(r['n_train'])}/{int(r['n_test'])})"
+                          for _, r in worst.iterrows())
+        lines.append(f"- **{m}**: {cells}")
+    return lines + [""]
+
+
+def write_results(out: Path, summary: dict, run: dict, per_class: pd.DataFrame) -> None:
+    atomic_write_text(out / "per_class.csv", per_class.to_csv(index=False, float_format="%.6g"))
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", summary_markdown(summary, run, per_class))
+
+
+def _clean(obj: Any) -> Any:
+    """NaN is not JSON: write null."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj

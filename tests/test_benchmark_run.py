@@ -1,0 +1,127 @@
+"""The benchmark runner end to end on the synthetic smoke config: files, determinism, kill and resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.run import get_args_parser, main
+
+SMOKE = Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "smoke.toml"
+EPISODIC_KEYS = {"2w1s", "2w5s", "5w1s", "5w5s"}  # the smoke config's settings (synthetic data has < 15 classes)
+METHODS = {"two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all", "baseline_centroid",
+           "protonet_bg"}
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.run", "--no-progress", *args]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    # A subprocess, like the killed run below: both then use torch's default thread count, and CPU
+    # kernels give bit-identical results only for the same thread count.
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    subprocess.run(_command("--config", str(SMOKE), "--out", str(out)), check=True, capture_output=True,
+                   timeout=600)
+    return out
+
+
+def test_smoke_run_writes_every_result_file(smoke_run):
+    for name in ("config.resolved.toml", "run.json", "per_class.csv", "summary.json", "summary.md",
+                 "per_class_vs_train.png", "shots.png", "episodic.png"):
+        assert (smoke_run / name).is_file(), name
+    for png in smoke_run.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(smoke_run.glob(".*.tmp*")), "a temporary file was left behind"
+
+
+def test_smoke_summary_json_has_the_documented_structure(smoke_run):
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert summary["synthetic"] is True
+    assert set(summary["transfer"]["head"]) == METHODS - {"baseline_centroid", "protonet_bg"}
+    for method, row in summary["transfer"]["tail"].items():
+        assert {"macro_top1", "macro_top5", "micro_top1", "micro_top5", "buckets"} <= set(row)
+        assert set(row["buckets"]) == {"many", "medium", "few"}
+        assert 0.0 <= row["macro_top1"] <= row["macro_top5"] <= 1.0
+    assert set(summary["episodic"]) == {"baseline_centroid", "protonet_bg"}
+    for row in summary["episodic"].values():
+        assert set(row) == EPISODIC_KEYS
+        assert all(0 < r["mean"] <= 1 and r["ci95"] > 0 for r in row.values())
+        assert row["2w5s"]["mean"] > 0.5  # above 2-way chance even after the tiny smoke training
+    assert set(summary["shots"]) == {"centroid_stage1", "centroid_stage2", "protonet", "protonet_all"}
+    assert set(summary["shots"]["protonet"]) == {"1", "5", "all"}
+
+
+def test_smoke_per_class_csv_has_every_class_and_method_column(smoke_run):
+    table = pd.read_csv(smoke_run / "per_class.csv")
+    assert list(table.columns[:5]) == ["class", "group", "n_train", "n_test", "bucket"]
+    for method in METHODS:
+        assert f"{method}/top1" in table.columns and f"{method}/top5" in table.columns
+    assert (table["group"] == "head").sum() == 20
+    assert set(table["group"]) == {"head", "tail", "evaluation"}
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    tail = table[(table["group"] == "tail") & (table["n_test"] > 0)]
+    # the table and the summary come from the same evaluation: the macro is the mean of the rows
+    assert tail["two_stage/top1"].mean() == pytest.approx(summary["transfer"]["tail"]["two_stage"]["macro_top1"])
+    assert tail["bucket"].isin(["many", "medium", "few"]).all()
+
+
+def test_smoke_run_record_and_markdown_say_what_ran(smoke_run):
+    run = json.loads((smoke_run / "run.json").read_text())
+    assert run["status"] == "finished" and run["seed"] == 0 and run["git_revision"]
+    assert run["dataset"]["synthetic"] is True and len(run["dataset"]["image_cache_key"]) == 64
+    assert {"two_stage", "protonet_train", "background_train", "eval_protonet_bg"} <= set(run["phase_seconds"])
+    assert run["packages"]["torch"]
+    config = tomllib.loads((smoke_run / "config.resolved.toml").read_text())
+    assert config["name"] == "smoke" and config["data"]["source"] == "synthetic"
+    md = (smoke_run / "summary.md").read_text()
+    assert "SYNTHETIC DATA" in md and "seed, as published" in md and "78.8" in md
+
+
+def test_killed_smoke_run_resumes_to_the_same_results(smoke_run, tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_command("--config", str(SMOKE), "--out", str(out)), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trigger = out / "two_stage" / "stage2" / "last.pt"  # mid-way: stage 2 has finished an epoch
+    deadline = time.monotonic() + 300
+    while not trigger.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert trigger.exists(), "the run ended before reaching the kill point"
+    assert not (out / "summary.json").exists()
+    done = subprocess.run(_command("--resume", str(out)), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "finished earlier" in done.stdout + done.stderr  # the killed run's finished work was reused
+    assert (out / "per_class.csv").read_bytes() == (smoke_run / "per_class.csv").read_bytes()
+    first = json.loads((smoke_run / "summary.json").read_text())
+    again = json.loads((out / "summary.json").read_text())
+    assert first == again
+    assert json.loads((out / "run.json").read_text())["resumed"] is True
+
+
+def test_runner_refuses_to_overwrite_a_run_or_to_resume_with_other_settings(smoke_run, tmp_path):
+    with pytest.raises(SystemExit, match="not empty; pass --resume"):
+        main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(smoke_run)]))
+    with pytest.raises(SystemExit, match="drop the overrides"):
+        main(get_args_parser().parse_args(["--resume", str(smoke_run), "stage1.epochs=9"]))
+    with pytest.raises(SystemExit, match="no config.resolved.toml"):
+        main(get_args_parser().parse_args(["--resume", str(tmp_path)]))
+
+
+def test_runner_rejects_unknown_config_keys(tmp_path):
+    from fewshot.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key"):
+        main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(tmp_path / "x"),
+                                           "stage1.epochz=2"]))

@@ -14,8 +14,9 @@ from baselines.two_stage import TwoStageConfig
 from fewshot.episodic_training import EpisodeConfig
 from fewshot.train import TrainConfig
 
-METHODS = ("two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all", "baseline_centroid",
-           "protonet_bg")
+# "protonet" runs in both protocols, each time trained on that protocol's training classes (head classes,
+# background classes); "protonet_all" trains on head + tail; "baseline_centroid" is the episodic protocol's.
+METHODS = ("two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all", "baseline_centroid")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The background classes are split (seeded) into training classes and held-out validation classes; every
 choice of epoch is made on episodes of the validation classes, never on evaluation classes.
 ``baseline_centroid`` is a supervised classifier on the training classes used through nearest centroid
-(Chen et al. 2019's "Baseline", here with SimpleShot's normalisation); ``protonet_bg`` is a ProtoNet
+(Chen et al. 2019's "Baseline", here with SimpleShot's normalisation); ``protonet`` is a ProtoNet
 trained episodically on the same classes.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fewshot.supervised import Classifier
 from fewshot.train import fit
 
 
+EPISODIC_METHODS = ("baseline_centroid", "protonet")
 CLASS_TABLE_SETTING = (5, 5)  # the episodes whose per-class query accuracy goes into per_class.csv
 
 
@@ -65,23 +66,23 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
     train_idx = np.flatnonzero(np.isin(class_of, train_classes))
     val_idx = np.flatnonzero(np.isin(class_of, val_classes))
     checkpoints: dict[str, str] = {}
-    if ctx.wants("baseline_centroid", "protonet_bg"):
+    if ctx.wants(*EPISODIC_METHODS):
         checkpoints["baseline_centroid"] = ctx.phases.run("background_train", lambda: train_background_classifier(
             ctx, train_idx, val_idx, train_classes, class_of))
-    if ctx.wants("protonet_bg"):
+    if ctx.wants("protonet"):
         init = checkpoints["baseline_centroid"]
-        checkpoints["protonet_bg"] = ctx.phases.run("protonet_bg_train", lambda: train_protonet(
+        checkpoints["protonet"] = ctx.phases.run("protonet_bg_train", lambda: train_protonet(
             ctx, train_idx, val_idx, init, ctx.out / "protonet_bg", {"classes": "background"}))
     out: dict = {"episodic": {}, "class_accuracy": {},
                  "split": {"train_classes": list(train_classes), "val_classes": list(val_classes)}}
     eval_idx = protocol.evaluation_idx
-    for method in ("baseline_centroid", "protonet_bg"):
+    for method in EPISODIC_METHODS:
         if not ctx.wants(method):
             continue
         feats = ctx.features(checkpoints[method], np.concatenate([train_idx, eval_idx]))
         base_mean, eval_feats = feats[: len(train_idx)].mean(0), feats[len(train_idx):]
         out["episodic"][method], out["class_accuracy"][method] = ctx.phases.run(
-            f"eval_{method}", lambda: evaluate_episodes(ctx, method, eval_feats, ctx.labels[eval_idx], base_mean,
+            f"eval_episodic_{method}", lambda: evaluate_episodes(ctx, method, eval_feats, ctx.labels[eval_idx], base_mean,
                                                          protocol))
     return out
 

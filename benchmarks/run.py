@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.context import RunContext
-from benchmarks.episodic import run_episodic
+from benchmarks.episodic import EPISODIC_METHODS, run_episodic
 from benchmarks.phases import PhaseStore
 from benchmarks.plots import write_plots
 from benchmarks.report import per_class_table, summary_dict, write_results
@@ -33,7 +33,6 @@ from fewshot.io import atomic_write_json, atomic_write_text, resolve_device
 from fewshot.runinfo import git_revision, machine_info, package_versions
 
 TRANSFER_METHODS = ("two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all")
-EPISODIC_METHODS = ("baseline_centroid", "protonet_bg")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

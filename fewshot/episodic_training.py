@@ -31,6 +31,7 @@ from fewshot.train import Objective, TrainConfig
 @dataclass(frozen=True)
 class EpisodeConfig:
     """Training episodes (``n_way`` may exceed the test way, as in Snell et al.) and validation episodes.
+    ``logit_scale``: temperature of the training softmax (see :func:`fewshot.methods.protonet.episode_loss`).
     ``TrainConfig.batch_size`` plays no part: an episode is the batch."""
 
     n_way: int = 20
@@ -41,6 +42,7 @@ class EpisodeConfig:
     val_shot: int = 5
     val_query: int = 15
     val_episodes: int = 300
+    logit_scale: float = 1.0
 
 
 class EpisodicObjective(Objective):
@@ -98,7 +100,8 @@ class EpisodicObjective(Objective):
         e = self.episodes
         feats = model.embed(batch).float()
         n_support = e.n_way * e.n_shot
-        loss, correct = episode_loss(feats[:n_support], feats[n_support:], self.query_labels, e.n_way, e.n_shot)
+        loss, correct = episode_loss(feats[:n_support], feats[n_support:], self.query_labels, e.n_way, e.n_shot,
+                                     e.logit_scale)
         return loss, correct, len(self.query_labels)
 
     def validate(self, model: nn.Module) -> float | None:

@@ -17,8 +17,7 @@ from benchmarks.run import get_args_parser, main
 
 SMOKE = Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "smoke.toml"
 EPISODIC_KEYS = {"2w1s", "2w5s", "5w1s", "5w5s"}  # the smoke config's settings (synthetic data has < 15 classes)
-METHODS = {"two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all", "baseline_centroid",
-           "protonet_bg"}
+METHODS = {"two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all", "baseline_centroid"}
 
 
 def _command(*args: str) -> list[str]:
@@ -47,12 +46,12 @@ def test_smoke_run_writes_every_result_file(smoke_run):
 def test_smoke_summary_json_has_the_documented_structure(smoke_run):
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert summary["synthetic"] is True
-    assert set(summary["transfer"]["head"]) == METHODS - {"baseline_centroid", "protonet_bg"}
+    assert set(summary["transfer"]["head"]) == METHODS - {"baseline_centroid"}
     for method, row in summary["transfer"]["tail"].items():
         assert {"macro_top1", "macro_top5", "micro_top1", "micro_top5", "buckets"} <= set(row)
         assert set(row["buckets"]) == {"many", "medium", "few"}
         assert 0.0 <= row["macro_top1"] <= row["macro_top5"] <= 1.0
-    assert set(summary["episodic"]) == {"baseline_centroid", "protonet_bg"}
+    assert set(summary["episodic"]) == {"baseline_centroid", "protonet"}
     for row in summary["episodic"].values():
         assert set(row) == EPISODIC_KEYS
         assert all(0 < r["mean"] <= 1 and r["ci95"] > 0 for r in row.values())
@@ -79,7 +78,8 @@ def test_smoke_run_record_and_markdown_say_what_ran(smoke_run):
     run = json.loads((smoke_run / "run.json").read_text())
     assert run["status"] == "finished" and run["seed"] == 0 and run["git_revision"]
     assert run["dataset"]["synthetic"] is True and len(run["dataset"]["image_cache_key"]) == 64
-    assert {"two_stage", "protonet_train", "background_train", "eval_protonet_bg"} <= set(run["phase_seconds"])
+    phases = {"two_stage", "protonet_train", "background_train", "protonet_bg_train", "eval_episodic_protonet"}
+    assert phases <= set(run["phase_seconds"])
     assert run["packages"]["torch"]
     config = tomllib.loads((smoke_run / "config.resolved.toml").read_text())
     assert config["name"] == "smoke" and config["data"]["source"] == "synthetic"
@@ -100,9 +100,11 @@ def test_killed_smoke_run_resumes_to_the_same_results(smoke_run, tmp_path):
     proc.wait()
     assert trigger.exists(), "the run ended before reaching the kill point"
     assert not (out / "summary.json").exists()
+    stage1 = out / "two_stage" / "stage1" / "best.pt"
+    stage1_written = stage1.stat().st_mtime_ns
     done = subprocess.run(_command("--resume", str(out)), env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "finished earlier" in done.stdout + done.stderr  # the killed run's finished work was reused
+    assert stage1.stat().st_mtime_ns == stage1_written  # the finished stage 1 was reused, not retrained
     assert (out / "per_class.csv").read_bytes() == (smoke_run / "per_class.csv").read_bytes()
     first = json.loads((smoke_run / "summary.json").read_text())
     again = json.loads((out / "summary.json").read_text())
@@ -125,3 +127,19 @@ def test_runner_rejects_unknown_config_keys(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(tmp_path / "x"),
                                            "stage1.epochz=2"]))
+
+
+@pytest.mark.parametrize("name", ["smoke", "synthetic", "cpu", "gpu"])
+def test_shipped_configs_load_with_their_documented_settings(name):
+    from benchmarks.config import METHODS as ALL, BenchmarkConfig
+    from fewshot.config import load_config
+
+    cfg = load_config(BenchmarkConfig, SMOKE.parent / f"{name}.toml")
+    assert cfg.name == name and set(cfg.methods) == set(ALL)
+    assert cfg.train("stage2").class_weights == "inverse"  # the seed's class-weighted stage 2
+    assert {cfg.train(t).seed for t in ("stage1", "stage2", "background", "protonet")} == {cfg.seed}
+    if name in ("cpu", "gpu"):
+        assert cfg.data.source == "path" and cfg.evaluation.episodes == 1000
+        assert set(cfg.evaluation.ways) == {2, 5, 15} and set(cfg.evaluation.shots) == {1, 5}
+    else:
+        assert cfg.data.source == "synthetic"

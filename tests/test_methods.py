@@ -143,3 +143,14 @@ def test_class_means_match_a_loop():
     x, y = torch.randn(30, 4, generator=g), torch.randint(0, 3, (30,), generator=g)
     want = torch.stack([x[y == c].mean(0) for c in range(3)])
     torch.testing.assert_close(class_means(x, y, 3), want)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.01])
+def test_episode_loss_logit_scale_is_a_temperature_on_the_negative_squared_distances(scale):
+    g = torch.Generator().manual_seed(2)
+    support, query = torch.randn(6, 4, generator=g) * 5, torch.randn(4, 4, generator=g) * 5
+    labels = torch.tensor([0, 1, 2, 0])
+    loss, correct = episode_loss(support, query, labels, n_way=3, n_shot=2, logit_scale=scale)
+    logits = -torch.cdist(query, support.reshape(3, 2, 4).mean(1)) ** 2 * scale
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, labels), rtol=1e-4, atol=1e-4)
+    assert int(correct) == int((logits.argmax(1) == labels).sum())  # the scale changes no prediction

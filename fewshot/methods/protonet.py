@@ -38,9 +38,15 @@ def episode_logits(support: Tensor, query: Tensor, n_way: int, n_shot: int) -> T
 
 
 def episode_loss(
-    support: Tensor, query: Tensor, query_labels: Tensor, n_way: int, n_shot: int
+    support: Tensor, query: Tensor, query_labels: Tensor, n_way: int, n_shot: int, logit_scale: float = 1.0
 ) -> tuple[Tensor, Tensor]:
-    """(mean cross-entropy over queries, number of correct queries) for one episode."""
-    logits = episode_logits(support, query, n_way, n_shot)
+    """(mean cross-entropy over queries, number of correct queries) for one episode.
+
+    ``logit_scale`` multiplies the negative squared distances before the softmax (a fixed temperature).
+    Snell et al. use 1; a backbone pre-trained with a classifier has large feature norms, whose squared
+    distances saturate the softmax, so fine-tuning one episodically wants a smaller scale (e.g. 1 / d).
+    It changes no prediction, only the training signal.
+    """
+    logits = episode_logits(support, query, n_way, n_shot) * logit_scale
     loss = nn.functional.cross_entropy(logits, query_labels)
     return loss, (logits.argmax(1) == query_labels).sum()

@@ -9,7 +9,6 @@ trained episodically on the same classes.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from benchmarks.context import RunContext
 from benchmarks.transfer import train_protonet
@@ -75,21 +74,22 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
             ctx, train_idx, val_idx, init, ctx.out / "protonet_bg", {"classes": "background"}))
     out: dict = {"episodic": {}, "class_accuracy": {},
                  "split": {"train_classes": list(train_classes), "val_classes": list(val_classes)}}
-    eval_idx = protocol.evaluation_idx
     for method in EPISODIC_METHODS:
-        if not ctx.wants(method):
-            continue
-        feats = ctx.features(checkpoints[method], np.concatenate([train_idx, eval_idx]))
-        base_mean, eval_feats = feats[: len(train_idx)].mean(0), feats[len(train_idx):]
-        out["episodic"][method], out["class_accuracy"][method] = ctx.phases.run(
-            f"eval_episodic_{method}", lambda: evaluate_episodes(ctx, method, eval_feats, ctx.labels[eval_idx], base_mean,
-                                                         protocol))
+        if ctx.wants(method):
+            out["episodic"][method], out["class_accuracy"][method] = ctx.phases.run(
+                f"eval_episodic_{method}", lambda: evaluate_episodes(ctx, method, checkpoints[method], train_idx,
+                                                                     protocol))
     return out
 
 
-def evaluate_episodes(ctx: RunContext, method: str, feats: torch.Tensor, labels: np.ndarray,
-                      base_mean: torch.Tensor, protocol: EpisodicProtocol) -> tuple[dict, dict]:
-    """Every way x shot setting on the same seeded evaluation episodes for every method."""
+def evaluate_episodes(ctx: RunContext, method: str, checkpoint: str, train_idx: np.ndarray,
+                      protocol: EpisodicProtocol) -> tuple[dict, dict]:
+    """Embed the background training images (for CL2N's base mean) and the evaluation images with
+    ``checkpoint``'s backbone, then every way x shot setting on the same seeded episodes for every method."""
+    eval_idx = protocol.evaluation_idx
+    embedded = ctx.features(checkpoint, np.concatenate([train_idx, eval_idx]))
+    base_mean, feats = embedded[: len(train_idx)].mean(0), embedded[len(train_idx):]
+    labels = ctx.labels[eval_idx]
     ev = ctx.cfg.evaluation
     normalize, distance = ctx.normalization(method)
     settings: dict[str, dict] = {}

@@ -151,12 +151,14 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _worst_classes(per_class: pd.DataFrame, n: int = 5) -> list[str]:
-    tail = per_class[(per_class["group"] == "tail") & (per_class["n_test"] > 0)]
-    methods = [c[:-5] for c in tail.columns if c.endswith("/top1")]
+def _worst_classes(per_class: pd.DataFrame, n: int = 5, min_test: int = 5) -> list[str]:
+    """Each transfer method's worst tail classes among those with enough test images to say so."""
+    tail = per_class[(per_class["group"] == "tail") & (per_class["n_test"] >= min_test)]
+    methods = [c[:-5] for c in tail.columns if c.endswith("/top1") and tail[c].notna().any()]
     if tail.empty or not methods:
         return []
-    lines = [f"## Where each method fails: its {n} worst tail classes (top-1, n_train / n_test)", ""]
+    lines = [f"## Where each method fails: its {n} worst tail classes with >= {min_test} test images",
+             "", "Top-1 in %, then (train images / test images).", ""]
     for m in methods:
         worst = tail.sort_values([f"{m}/top1", "n_train"]).head(n)
         cells = ", ".join(f"{r['class']} {_pct(r[f'{m}/top1'], 0)} ({int(r['n_train'])}/{int(r['n_test'])})"

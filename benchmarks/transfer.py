@@ -61,22 +61,22 @@ def run_transfer(ctx: RunContext, protocol: TransferProtocol) -> dict:
         checkpoints["protonet_all"] = ctx.phases.run("protonet_all_train", lambda: train_protonet(
             ctx, train, val, stage1.checkpoint, ctx.out / "protonet_all", {"classes": "head+tail"}))
 
-    rows = np.concatenate([getattr(protocol, p) for p in PARTS])
-    bounds = np.cumsum([0] + [len(getattr(protocol, p)) for p in PARTS])
     for method in PROTOTYPE_METHODS:
-        if not ctx.wants(method):
-            continue
-        feats = ctx.features(checkpoints[method], rows)
-        parts = {p: feats[bounds[i]:bounds[i + 1]] for i, p in enumerate(PARTS)}
-        head, tail, shots = ctx.phases.run(f"eval_{method}", lambda: evaluate_prototypes(
-            ctx, method, protocol, parts))
-        results["head"][method], results["tail"][method], results["shots"][method] = head, tail, shots
+        if ctx.wants(method):
+            head, tail, shots = ctx.phases.run(f"eval_{method}", lambda: evaluate_prototypes(
+                ctx, method, protocol, checkpoints[method]))
+            results["head"][method], results["tail"][method], results["shots"][method] = head, tail, shots
     return results
 
 
 def evaluate_prototypes(ctx: RunContext, method: str, protocol: TransferProtocol,
-                        feats: dict[str, torch.Tensor]) -> tuple[TopKResult, TopKResult, dict]:
-    """Head and tail per-class top-k with prototypes from all train images, then the K-shot study."""
+                        checkpoint: str) -> tuple[TopKResult, TopKResult, dict]:
+    """Embed the head and tail images with ``checkpoint``'s backbone; per-class top-k on the head and tail
+    test images with prototypes from all train images; then the K-shot study."""
+    rows = np.concatenate([getattr(protocol, p) for p in PARTS])
+    bounds = np.cumsum([0] + [len(getattr(protocol, p)) for p in PARTS])
+    embedded = ctx.features(checkpoint, rows)
+    feats = {p: embedded[bounds[i]:bounds[i + 1]] for i, p in enumerate(PARTS)}
     base_mean = feats["head_train"].mean(0)  # the base (head) classes' mean feature, for CL2N
     out = []
     for group in ("head", "tail"):

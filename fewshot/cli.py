@@ -101,7 +101,8 @@ def _cache(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     again = ds.cached(args.size, strict=args.strict, progress=False)
     load_s = time.perf_counter() - start
-    print(f"{verb} {again.cache.path}: {len(again)} images of {args.size[0]}x{args.size[1]}, "
+    print(f"{verb} {again.cache.path}{' (SYNTHETIC data)' if ds.synthetic else ''}: {len(again)} images of "
+          f"{args.size[0]}x{args.size[1]}, "
           f"{len(again.corrupt)} corrupt; build took {again.cache.build_seconds} s, loading takes {load_s:.2f} s")
     return 0
 

@@ -80,10 +80,13 @@ def _dataset(cfg: BenchmarkConfig, out: Path, args: argparse.Namespace, previous
     else:
         root = data_dir(args.data or previous.get("dataset", {}).get("root"))
     ds = FashionProducts(root, warn=False).cached(cfg.data.image_size, progress=not args.no_progress)
-    recorded = previous.get("dataset", {}).get("image_cache_key")
-    if recorded and recorded != ds.cache.key:
-        raise SystemExit(f"the dataset at {root} changed since this run started (image cache key {ds.cache.key[:12]} "
-                         f"!= {recorded[:12]}); results would mix two datasets. Start a fresh run.")
+    # Pixels, not the cache key: a fresh copy of the same dataset has new modification times (a new key)
+    # but the same pictures, and may resume.
+    recorded = previous.get("dataset", {}).get("pixels_sha256")
+    if recorded and recorded != ds.cache.pixels_sha256:
+        raise SystemExit(f"the images at {root} changed since this run started (decoded pixels' sha256 "
+                         f"{ds.cache.pixels_sha256[:12]} != {recorded[:12]}); results would mix two datasets. "
+                         "Start a fresh run.")
     return ds
 
 
@@ -98,11 +101,12 @@ def main(args: argparse.Namespace) -> dict:
         "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "resumed": bool(previous), "device": str(device), "machine": machine_info(device),
         "packages": package_versions(),
-        "dataset": {**ds.describe(), "image_size": list(cfg.data.image_size), "image_cache_key": ds.cache.key},
+        "dataset": {**ds.describe(), "image_size": list(cfg.data.image_size), "image_cache_key": ds.cache.key,
+                    "pixels_sha256": ds.cache.pixels_sha256},
         "phase_seconds": phases.seconds, "reused_phases": phases.reused,
     }
     atomic_write_json(out / "run.json", run)
-    ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.key, phases, not args.no_progress)
+    ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress)
     tp = ep = None
     transfer: dict = {}
     episodic: dict = {}

@@ -53,7 +53,7 @@ def cached_features(
     """Features [len(indices), D] (float32, CPU) of ``images[indices]`` through the ``backbone`` weights in
     ``checkpoint``; loaded from the cache when present, computed and stored otherwise.
 
-    ``image_key``: the image cache's key (``FashionProducts.cached(...).cache.key``); ``indices`` default
+    ``image_key``: names the pictures, e.g. ``FashionProducts.cached(...).cache.pixels_sha256``; ``indices`` default
     to every image. ``cpu_amp`` (bf16 inference on the CPU) changes the numbers, so it is part of the key.
     """
     indices = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)

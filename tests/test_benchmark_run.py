@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from benchmarks.run import get_args_parser, main
 
@@ -110,6 +112,21 @@ def test_killed_smoke_run_resumes_to_the_same_results(smoke_run, tmp_path):
     again = json.loads((out / "summary.json").read_text())
     assert first == again
     assert json.loads((out / "run.json").read_text())["resumed"] is True
+
+
+def test_resume_accepts_a_fresh_copy_of_the_same_images_and_refuses_changed_ones(smoke_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_run, out)
+    (out / "summary.json").unlink()
+    for jpg in (out / "data" / "images").iterdir():
+        os.utime(jpg, ns=(10**18, 10**18))
+    main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
+    assert (out / "per_class.csv").read_bytes() == (smoke_run / "per_class.csv").read_bytes()
+    assert set(json.loads((out / "run.json").read_text())["reused_phases"]) >= {"two_stage", "eval_protonet"}
+    victim = next((out / "data" / "images").iterdir())
+    Image.new("RGB", (60, 80), (1, 2, 3)).save(victim)
+    with pytest.raises(SystemExit, match="images at .* changed since this run started"):
+        main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
 
 
 def test_runner_refuses_to_overwrite_a_run_or_to_resume_with_other_settings(smoke_run, tmp_path):

@@ -144,6 +144,19 @@ def test_cache_is_rebuilt_when_styles_images_or_size_change(make_layout, tmp_pat
         assert second.ids.tolist() == [1, 2, 3, 4, 5, 6]
 
 
+def test_pixel_hash_ignores_modification_times_but_not_pixels(make_layout, tmp_path):
+    root = make_layout(_rows(), COLOURS)
+    first = FashionProducts(root).cached((80, 60), cache_root=tmp_path / "c", progress=False)
+    for jpg in (root / "images").iterdir():  # a fresh copy of the same files: new mtimes, same bytes
+        os.utime(jpg, ns=(10**18, 10**18))
+    touched = FashionProducts(root).cached((80, 60), cache_root=tmp_path / "c", progress=False)
+    assert touched.cache.built_now and touched.cache.key != first.cache.key
+    assert len(first.cache.pixels_sha256) == 64 and touched.cache.pixels_sha256 == first.cache.pixels_sha256
+    _change_image(root)
+    changed = FashionProducts(root).cached((80, 60), cache_root=tmp_path / "c", progress=False)
+    assert changed.cache.pixels_sha256 != first.cache.pixels_sha256
+
+
 def test_interrupted_build_leaves_no_cache_and_the_next_run_rebuilds(make_layout, tmp_path, monkeypatch):
     root = make_layout(_rows(), COLOURS)
     calls = {"n": 0}

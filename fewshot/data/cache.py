@@ -3,12 +3,16 @@
 Layout of a cache folder::
 
     images.npy   uint8 [N, H, W, 3], opened with ``mmap_mode="r"``
-    index.json   {"key", "size", "ids", "bad": {id: reason}, "build_seconds", ...}
+    index.json   {"key", "size", "ids", "bad": {id: reason}, "pixels_sha256", "build_seconds", ...}
 
 ``images[i]`` is the picture of ``ids[i]``. The key hashes ``styles.csv``'s bytes, the image folder's
 listing (name, size, modification time of each file) and the size, so any change to any of them makes
 the next :func:`load_or_build` rebuild. Both files are written to temporary names and renamed, the index
 last: an interrupted build leaves the previous cache or none, never a half-written one.
+
+The key is a cheap staleness check; ``pixels_sha256`` (hash of the ids and the decoded pixels, computed once
+per build) says whether two caches hold the same pictures, e.g. after the dataset was copied anew and every
+modification time changed.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from tqdm.auto import tqdm
 
 from fewshot.io import atomic_write_json
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: index.json carries pixels_sha256
 _PAD = (255, 255, 255)  # product photos sit on white, so padding is white too
 
 
@@ -47,6 +51,7 @@ class ImageCache:
     size: tuple[int, int]
     build_seconds: float | None = field(default=None)
     built_now: bool = field(default=False)
+    pixels_sha256: str = field(default="")
 
 
 def default_cache_root() -> Path:
@@ -144,7 +149,8 @@ def _load(folder: Path, key: str, size: tuple[int, int], ids: np.ndarray) -> Ima
     if images.shape != (len(cached_ids), size[0], size[1], 3):
         return None
     bad = {int(k): v for k, v in index["bad"].items()}
-    return ImageCache(images, cached_ids, bad, key, folder, size, index.get("build_seconds"))
+    return ImageCache(images, cached_ids, bad, key, folder, size, index.get("build_seconds"),
+                      pixels_sha256=index.get("pixels_sha256", ""))
 
 
 def _build(
@@ -183,17 +189,27 @@ def _build(
     finally:
         partial.unlink(missing_ok=True)
         partial.with_suffix(".compact.npy").unlink(missing_ok=True)
+    pixels = _pixels_digest(np.load(folder / "images.npy", mmap_mode="r"), np.asarray(good, dtype=np.int64))
     elapsed = time.perf_counter() - start
     atomic_write_json(folder / "index.json", {
         "key": key, "version": CACHE_VERSION, "size": list(size), "root": str(root.resolve()),
         "requested_ids": _ids_digest(ids), "ids": good, "bad": {str(k): v for k, v in bad.items()},
-        "build_seconds": round(elapsed, 2),
+        "pixels_sha256": pixels, "build_seconds": round(elapsed, 2),
     })
     loaded = _load(folder, key, size, ids)
     if loaded is None:
         raise RuntimeError(f"{folder}: the cache just built does not load; is another process writing it?")
-    return ImageCache(loaded.images, loaded.ids, bad, key, folder, size, round(elapsed, 2), built_now=True)
+    return ImageCache(loaded.images, loaded.ids, bad, key, folder, size, round(elapsed, 2), built_now=True,
+                      pixels_sha256=pixels)
 
 
 def _ids_digest(ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()
+
+
+def _pixels_digest(images: np.ndarray, ids: np.ndarray, chunk: int = 4096) -> str:
+    h = hashlib.sha256(_ids_digest(ids).encode())
+    h.update(repr(images.shape).encode())
+    for start in range(0, len(images), chunk):  # chunks keep a memory-mapped array out of RAM
+        h.update(np.ascontiguousarray(images[start:start + chunk]).tobytes())
+    return h.hexdigest()

@@ -1,10 +1,13 @@
 """The run's plots (PNG): where each method fails by class size, accuracy against shots, episodic CIs.
 
 matplotlib is the optional ``plots`` extra: without it the run still writes every other file and says
-that the plots were skipped.
+that the plots were skipped. ``python -m benchmarks.plots RUN_DIR`` redraws them from a finished run's
+``summary.json`` and ``per_class.csv``.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import warnings
 from pathlib import Path
 
@@ -12,6 +15,15 @@ import numpy as np
 import pandas as pd
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# One colour and marker per method in every plot, so a method is recognised from one picture to the next.
+KNOWN_METHODS = ("two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all", "baseline_centroid")
+
+
+def method_style(method: str, methods: list[str]) -> dict:
+    """matplotlib keyword arguments (color, marker) of ``method``; unknown methods follow the known ones."""
+    order = list(KNOWN_METHODS) + sorted(m for m in methods if m not in KNOWN_METHODS)
+    i = order.index(method)
+    return {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
 
 
 def write_plots(out: Path, summary: dict, per_class: pd.DataFrame, title: str) -> list[str]:
@@ -49,7 +61,7 @@ def _per_class(plt, summary: dict, per_class: pd.DataFrame, title: str):
             if rows[f"{m}/top1"].notna().any():
                 # a small horizontal jitter per method keeps markers of one class from hiding each other
                 x = rows["n_train"].to_numpy(float) * (1 + 0.04 * (i - len(methods) / 2))
-                ax.scatter(x, rows[f"{m}/top1"], marker=MARKERS[i % len(MARKERS)], s=22, alpha=0.75, label=m)
+                ax.scatter(x, rows[f"{m}/top1"], s=22, alpha=0.75, label=m, **method_style(m, methods))
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("train images of the class (log scale)")
@@ -68,12 +80,12 @@ def _shots(plt, summary: dict, per_class: pd.DataFrame, title: str):
     if not shots:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, (method, row) in enumerate(shots.items()):
+    for method, row in shots.items():
         ks = list(row)
         x = np.arange(len(ks))
         y = [row[k]["macro_top1"] for k in ks]
         err = [row[k]["macro_top1_std"] for k in ks]
-        ax.errorbar(x, y, yerr=err, marker=MARKERS[i % len(MARKERS)], capsize=3, label=method)
+        ax.errorbar(x, y, yerr=err, capsize=3, label=method, **method_style(method, list(shots)))
         ax.set_xticks(x, [f"K={k}" if k != "all" else "all" for k in ks])
     ax.set_ylabel("tail macro top-1")
     ax.set_xlabel("train images per tail class used as prototypes (capped at what a class has)")
@@ -93,10 +105,35 @@ def _episodic(plt, summary: dict, per_class: pd.DataFrame, title: str):
     x = np.arange(len(settings))
     for i, (method, row) in enumerate(episodic.items()):
         ax.bar(x + (i - (len(episodic) - 1) / 2) * width, [100 * row[s]["mean"] for s in settings], width,
-               yerr=[100 * row[s]["ci95"] for s in settings], capsize=3, label=method)
+               yerr=[100 * row[s]["ci95"] for s in settings], capsize=3, label=method,
+               color=method_style(method, list(episodic))["color"])
     ax.set_xticks(x, settings)
     ax.set_ylabel("accuracy (%) with 95% CI")
     ax.set_title(f"{title}: episodic accuracy on evaluation classes")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Redraw a finished run's plots from its summary.json and "
+                                                 "per_class.csv.")
+    parser.add_argument("run", type=Path, help="the run's output folder")
+    return parser
+
+
+def main(args: argparse.Namespace) -> list[str]:
+    out = args.run
+    missing = [n for n in ("summary.json", "per_class.csv", "run.json") if not (out / n).is_file()]
+    if missing:
+        raise SystemExit(f"{out} is not a finished run: no {', '.join(missing)}")
+    run = json.loads((out / "run.json").read_text())
+    title = f"{run.get('config', out.name)}{' (SYNTHETIC)' if run.get('dataset', {}).get('synthetic') else ''}"
+    written = write_plots(out, json.loads((out / "summary.json").read_text()), pd.read_csv(out / "per_class.csv"),
+                          title)
+    print(f"redrew {', '.join(written) or 'nothing'} in {out}")
+    return written
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from benchmarks import plots
 from benchmarks.run import get_args_parser, main
 
 SMOKE = Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "smoke.toml"
@@ -127,6 +128,28 @@ def test_resume_accepts_a_fresh_copy_of_the_same_images_and_refuses_changed_ones
     Image.new("RGB", (60, 80), (1, 2, 3)).save(victim)
     with pytest.raises(SystemExit, match="images at .* changed since this run started"):
         main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
+
+
+def test_plots_redraw_from_a_finished_runs_files(smoke_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_run, out)
+    for png in out.glob("*.png"):
+        png.unlink()
+    written = plots.main(plots.get_args_parser().parse_args([str(out)]))
+    assert sorted(written) == ["episodic.png", "per_class_vs_train.png", "shots.png"]
+    assert all((out / name).stat().st_size > 10_000 for name in written)
+    with pytest.raises(SystemExit, match="not a finished run: no summary.json"):
+        plots.main(plots.get_args_parser().parse_args([str(tmp_path)]))
+
+
+@pytest.mark.parametrize("method", plots.KNOWN_METHODS)
+def test_a_method_keeps_its_colour_and_marker_whatever_else_is_plotted(method):
+    assert plots.method_style(method, [method]) == plots.method_style(method, ["zz_new", *plots.KNOWN_METHODS])
+
+
+def test_methods_in_one_plot_get_distinct_colours():
+    methods = [*plots.KNOWN_METHODS, "my_new_method"]
+    assert len({plots.method_style(m, methods)["color"] for m in methods}) == len(methods)
 
 
 def test_runner_refuses_to_overwrite_a_run_or_to_resume_with_other_settings(smoke_run, tmp_path):

@@ -81,12 +81,13 @@ def _dataset(cfg: BenchmarkConfig, out: Path, args: argparse.Namespace, previous
         root = data_dir(args.data or previous.get("dataset", {}).get("root"))
     ds = FashionProducts(root, warn=False).cached(cfg.data.image_size, progress=not args.no_progress)
     # Pixels, not the cache key: a fresh copy of the same dataset has new modification times (a new key)
-    # but the same pictures, and may resume.
-    recorded = previous.get("dataset", {}).get("pixels_sha256")
-    if recorded and recorded != ds.cache.pixels_sha256:
-        raise SystemExit(f"the images at {root} changed since this run started (decoded pixels' sha256 "
-                         f"{ds.cache.pixels_sha256[:12]} != {recorded[:12]}); results would mix two datasets. "
-                         "Start a fresh run.")
+    # but the same pictures, and may resume. Runs recorded before pixel hashes fall back to the key.
+    recorded = previous.get("dataset", {})
+    field, current = ("pixels_sha256", ds.cache.pixels_sha256) if "pixels_sha256" in recorded else \
+        ("image_cache_key", ds.cache.key)
+    if field in recorded and recorded[field] != current:
+        raise SystemExit(f"the images at {root} changed since this run started ({field} {current[:12]} != "
+                         f"{recorded[field][:12]}); results would mix two datasets. Start a fresh run.")
     return ds
 
 

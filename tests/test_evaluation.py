@@ -271,15 +271,24 @@ def test_episodic_eval_raises_on_bad_options(kwargs, message):
         episodic_eval(feats, labels, sampler, progress=False, device="cpu", **kwargs)
 
 
-def test_episodic_eval_raises_on_mismatched_inputs():
+@pytest.mark.parametrize("evaluate", ["episodic_eval", "episodic_class_accuracy"])
+def test_episodic_evaluators_raise_on_mismatched_inputs(evaluate):
+    import fewshot.evaluation as ev
+
+    def run(*args, **kwargs):
+        extra = {"progress": False} if evaluate == "episodic_eval" else {}
+        return getattr(ev, evaluate)(*args, **extra, **kwargs)
+
     feats, labels = clustered_features(6, 10, 8, spread=1.0, seed=0)
     sampler = EpisodeSampler(labels, 3, 1, 1, 5, seed=0)
     with pytest.raises(ValueError, match=r"features must be \[60, d\]"):
-        episodic_eval(feats[:10], labels, sampler, progress=False)
+        run(feats[:10], labels, sampler)
     with pytest.raises(ValueError, match="labels differ from the labels the sampler was built on"):
-        episodic_eval(feats, np.roll(labels, 1), sampler, progress=False)
+        run(feats, np.roll(labels, 1), sampler)
     with pytest.raises(ValueError, match="needs a fixed-shape EpisodeSampler, got VariableEpisodeSampler"):
-        episodic_eval(feats, labels, VariableEpisodeSampler(labels, 3, seed=0), progress=False)
+        run(feats, labels, VariableEpisodeSampler(labels, 3, seed=0))
+    with pytest.raises(ValueError, match="distance='manhattan' is not one of"):
+        run(feats, labels, sampler, distance="manhattan")
 
 
 def test_prototype_accuracy_breaks_ties_toward_the_lower_way():

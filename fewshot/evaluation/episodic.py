@@ -60,17 +60,7 @@ def episodic_eval(
         prefetch: draw the next chunk's indices in a background thread (numpy releases the GIL) while
             torch evaluates the current one; the result is the same either way.
     """
-    if not isinstance(sampler, EpisodeSampler):
-        raise ValueError(f"episodic_eval needs a fixed-shape EpisodeSampler, got {type(sampler).__name__}")
-    if features.ndim != 2 or features.shape[0] != len(sampler.labels):
-        raise ValueError(
-            f"features must be [{len(sampler.labels)}, d] (one row per label), got {tuple(features.shape)}"
-        )
-    labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if not np.array_equal(labels, sampler.labels):
-        raise ValueError("labels differ from the labels the sampler was built on; build the sampler on these labels")
-    if distance not in DISTANCES:
-        raise ValueError(f"distance={distance!r} is not one of {DISTANCES}")
+    _check_inputs(features, labels, sampler, distance)
     dev = resolve_device(device)
     feats = normalize_features(features.to(dev), normalize, base_mean)
     way, shot, n_query = sampler.n_way, sampler.n_shot, sampler.n_query
@@ -92,6 +82,24 @@ def episodic_eval(
             bar.update(count)
     mean, ci95 = episodic_accuracy(acc)
     return EpisodicResult(acc.numpy(), mean, ci95, way, shot, n_query)
+
+
+def _check_inputs(
+    features: torch.Tensor, labels: np.ndarray | torch.Tensor, sampler: EpisodeSampler, distance: str
+) -> np.ndarray:
+    """The checks both evaluators share; returns ``labels`` as a numpy array."""
+    if not isinstance(sampler, EpisodeSampler):
+        raise ValueError(f"episodic evaluation needs a fixed-shape EpisodeSampler, got {type(sampler).__name__}")
+    if features.ndim != 2 or features.shape[0] != len(sampler.labels):
+        raise ValueError(
+            f"features must be [{len(sampler.labels)}, d] (one row per label), got {tuple(features.shape)}"
+        )
+    labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if not np.array_equal(labels, sampler.labels):
+        raise ValueError("labels differ from the labels the sampler was built on; build the sampler on these labels")
+    if distance not in DISTANCES:
+        raise ValueError(f"distance={distance!r} is not one of {DISTANCES}")
+    return labels
 
 
 def _index_chunks(
@@ -137,24 +145,19 @@ def episodic_class_accuracy(
     distance), counted per class instead of per episode; classes never drawn are absent. Since every way
     has ``n_query`` queries, the query-weighted mean of these equals ``episodic_eval(...).mean``.
     """
-    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if features.ndim != 2 or features.shape[0] != len(labels_t):
-        raise ValueError(f"features must be [{len(labels_t)}, d] (one row per label), got {tuple(features.shape)}")
+    labels_t = torch.as_tensor(_check_inputs(features, labels, sampler, distance), dtype=torch.long)
     feats = normalize_features(features, normalize, base_mean)
     way, shot, n_query = sampler.n_way, sampler.n_shot, sampler.n_query
     n_classes = int(labels_t.max()) + 1
     hits = torch.zeros(n_classes, dtype=torch.float64)
     seen = torch.zeros(n_classes, dtype=torch.float64)
     target = torch.arange(way).repeat_interleave(n_query)
-    first = sampler.epoch * sampler.n_episodes
-    for start in range(0, sampler.n_episodes, chunk_size):
-        count = min(chunk_size, sampler.n_episodes - start)
-        idx = torch.from_numpy(sampler.sample_batch(first + start, count))
-        support = feats[idx[:, :, :shot]]  # [E, W, S, d]
-        query = feats[idx[:, :, shot:]].reshape(count, way * n_query, -1)
+    for _, count, s_idx, q_idx in _index_chunks(sampler, chunk_size, prefetch=False):
+        support = feats[s_idx].view(count, way, shot, -1)
+        query = feats[q_idx].view(count, way * n_query, -1)
         scores = centroid_scores(query, support.mean(2), distance)  # [E, W*Q, W]
         correct = (scores.argmax(-1) == target).double()
-        query_class = labels_t[idx[:, :, 0]].repeat_interleave(n_query, dim=1)
+        query_class = labels_t[s_idx.view(count, way, shot)[:, :, 0]].repeat_interleave(n_query, dim=1)
         hits.index_add_(0, query_class.reshape(-1), correct.reshape(-1))
         seen.index_add_(0, query_class.reshape(-1), torch.ones_like(correct).reshape(-1))
     return {int(c): float(hits[c] / seen[c]) for c in torch.nonzero(seen).flatten().tolist()}

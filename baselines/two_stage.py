@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fewshot.backbones import create_backbone
 from fewshot.data.protocols import TransferProtocol
-from fewshot.io import atomic_torch_save
-from fewshot.supervised import Classifier, SupervisedObjective
-from fewshot.train import TrainConfig, fit, predict_scores
+from fewshot.images.inference import predict_scores
+from fewshot.models.backbones import create_backbone
+from fewshot.models.classifier import Classifier
+from fewshot.training.loop import TrainConfig, fit
+from fewshot.training.supervised import SupervisedObjective
+from fewshot.utils.io import atomic_torch_save
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def main(args: argparse.Namespace) -> dict:
     from fewshot.config import load_config, to_toml
     from fewshot.data.dataset import FashionProducts
     from fewshot.evaluation import per_class_topk
-    from fewshot.io import atomic_write_json, atomic_write_text
+    from fewshot.utils.io import atomic_write_json, atomic_write_text
 
     overrides = list(args.overrides)
     if args.device:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from baselines.two_stage import TwoStageConfig
-from fewshot.episodic_training import EpisodeConfig
-from fewshot.train import TrainConfig
+from fewshot.training.episodic import EpisodeConfig
+from fewshot.training.loop import TrainConfig
 
 # "protonet" runs in both protocols, each time trained on that protocol's training classes (head classes,
 # background classes); "protonet_all" trains on head + tail; "baseline_centroid" is the episodic protocol's.

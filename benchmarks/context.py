@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.phases import PhaseStore
-from fewshot.features import cached_features
+from fewshot.images.features import cached_features
 from fewshot.methods import FewShotClassifier, NearestCentroid, ProtoNet
 
 

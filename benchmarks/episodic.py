@@ -12,15 +12,14 @@ import numpy as np
 
 from benchmarks.context import RunContext
 from benchmarks.transfer import train_protonet
-from fewshot.backbones import create_backbone
 from fewshot.data.protocols import EpisodicProtocol
-from fewshot.episodic_training import SupervisedEpisodicValidation
 from fewshot.evaluation import episodic_class_accuracy, episodic_eval
+from fewshot.models.backbones import create_backbone
+from fewshot.models.classifier import Classifier
 from fewshot.sampling import EpisodeSampler
-from fewshot.seeding import derive_seed
-from fewshot.supervised import Classifier
-from fewshot.train import fit
-
+from fewshot.training.episodic import SupervisedEpisodicValidation
+from fewshot.training.loop import fit
+from fewshot.utils.seeding import derive_seed
 
 EPISODIC_METHODS = ("baseline_centroid", "protonet")
 CLASS_TABLE_SETTING = (5, 5)  # the episodes whose per-class query accuracy goes into per_class.csv

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from fewshot.io import atomic_torch_save
+from fewshot.utils.io import atomic_torch_save
 
 T = TypeVar("T")
 

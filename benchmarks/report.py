@@ -10,7 +10,7 @@ import pandas as pd
 
 from fewshot.data.protocols import EpisodicProtocol, TransferProtocol
 from fewshot.evaluation import BUCKETS, assign_buckets
-from fewshot.io import atomic_write_json, atomic_write_text
+from fewshot.utils.io import atomic_write_json, atomic_write_text
 
 # The seed project's figures: as published, and as per-class means of its own notebook (top-1 / top-5).
 SEED_REFERENCE = {

@@ -29,8 +29,9 @@ from fewshot.config import load_config, to_toml
 from fewshot.data.dataset import FashionProducts
 from fewshot.data.protocols import EpisodicProtocol, TransferProtocol
 from fewshot.data.synth import write_synthetic
-from fewshot.io import atomic_write_json, atomic_write_text, resolve_device
-from fewshot.runinfo import git_revision, machine_info, package_versions
+from fewshot.utils.device import resolve_device
+from fewshot.utils.io import atomic_write_json, atomic_write_text
+from fewshot.utils.runinfo import git_revision, machine_info, package_versions
 
 TRANSFER_METHODS = ("two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all")
 

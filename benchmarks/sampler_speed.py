@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from fewshot import EpisodeSampler
 from fewshot.evaluation import episodic_eval
-from fewshot.io import atomic_write_text
+from fewshot.utils.io import atomic_write_text
 
 WAY, SHOT, QUERY, DIM = 5, 5, 15, 64
 DATASETS = {"11k": (11_000, 120), "1M": (1_000_000, 10_000)}  # items, classes

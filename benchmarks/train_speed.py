@@ -3,7 +3,7 @@
     python -m benchmarks.train_speed [--backbone resnet18] [--height 80 --width 60] [--batch-size 128]
 
 Both sides run the same model, batch size, optimiser, memory format and precision in the same process; the
-trainer side is :func:`fewshot.train.fit` over synthetic uint8 images (gather from the in-RAM uint8
+trainer side is :func:`fewshot.training.fit` over synthetic uint8 images (gather from the in-RAM uint8
 tensor, augmentation, normalisation, loss, schedule, progress bookkeeping), the pure side feeds a fixed
 random float tensor. Rounds alternate which side goes first to cancel drift on a noisy machine. Prints a
 table and ``ratio=<trainer / pure>``, then absolute forward+backward(+step) and forward-only images/s of
@@ -24,12 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fewshot.backbones import create_backbone
-from fewshot.batches import autocast, autocast_dtype
-from fewshot.io import atomic_write_text, resolve_device
-from fewshot.optim import build_optimizer
-from fewshot.supervised import Classifier, SupervisedObjective
-from fewshot.train import TrainConfig, fit
+from fewshot.images.inference import autocast, autocast_dtype
+from fewshot.models.backbones import create_backbone
+from fewshot.models.classifier import Classifier
+from fewshot.training.loop import TrainConfig, fit
+from fewshot.training.optim import build_optimizer
+from fewshot.training.supervised import SupervisedObjective
+from fewshot.utils.device import resolve_device
+from fewshot.utils.io import atomic_write_text
 
 
 def get_args_parser() -> argparse.ArgumentParser:

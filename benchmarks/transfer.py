@@ -12,13 +12,13 @@ import torch
 
 from baselines.two_stage import train_two_stage
 from benchmarks.context import RunContext
-from fewshot.backbones import create_backbone
 from fewshot.data.protocols import TransferProtocol
-from fewshot.episodic_training import EpisodicObjective
+from fewshot.data.split import stratified_split
 from fewshot.evaluation import TopKResult, per_class_topk
 from fewshot.methods import ProtoNet
-from fewshot.split import stratified_split
-from fewshot.train import fit
+from fewshot.models.backbones import create_backbone
+from fewshot.training.episodic import EpisodicObjective
+from fewshot.training.loop import fit
 
 PROTOTYPE_METHODS = ("centroid_stage1", "centroid_stage2", "protonet", "protonet_all")
 PARTS = ("head_train", "head_test", "tail_train", "tail_test")

@@ -7,9 +7,19 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from fewshot.augment import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, apply_theta, augment_batch,
-                             color_jitter, crop_flip_theta, eval_transform, normalize, sample_crop_flip,
-                             to_float_nchw)
+from fewshot.images.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentConfig,
+    apply_theta,
+    augment_batch,
+    color_jitter,
+    crop_flip_theta,
+    eval_transform,
+    normalize,
+    sample_crop_flip,
+    to_float_nchw,
+)
 
 PLAIN = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
 

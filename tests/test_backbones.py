@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from fewshot.backbones import BACKBONES, Conv4, ResNet12, create_backbone
+from fewshot.models.backbones import BACKBONES, Conv4, ResNet12, create_backbone
 
 OUT_DIMS = {"conv4": 960, "resnet12": 640, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
 

@@ -171,7 +171,8 @@ def test_runner_rejects_unknown_config_keys(tmp_path):
 
 @pytest.mark.parametrize("name", ["smoke", "synthetic", "cpu", "gpu"])
 def test_shipped_configs_load_with_their_documented_settings(name):
-    from benchmarks.config import METHODS as ALL, BenchmarkConfig
+    from benchmarks.config import METHODS as ALL
+    from benchmarks.config import BenchmarkConfig
     from fewshot.config import load_config
 
     cfg = load_config(BenchmarkConfig, SMOKE.parent / f"{name}.toml")

@@ -8,9 +8,9 @@ from typing import Literal
 
 import pytest
 
-from fewshot.augment import AugmentConfig
 from fewshot.config import ConfigError, apply_overrides, from_dict, load_config, to_toml, valid_keys
-from fewshot.train import TrainConfig
+from fewshot.images.augment import AugmentConfig
+from fewshot.training.loop import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from fewshot.augment import AugmentConfig
-from fewshot.backbones import create_backbone
-from fewshot.episodic_training import EpisodeConfig, EpisodicObjective
 from fewshot.evaluation import episodic_eval
+from fewshot.images.augment import AugmentConfig
+from fewshot.images.inference import extract_features
 from fewshot.methods import ProtoNet
+from fewshot.models.backbones import create_backbone
 from fewshot.sampling import EpisodeSampler
-from fewshot.train import TrainConfig, extract_features, fit
-
+from fewshot.training.episodic import EpisodeConfig, EpisodicObjective
+from fewshot.training.loop import TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -70,7 +70,7 @@ def test_episodic_training_resumes_to_the_same_weights(synthetic_cached, tmp_pat
 
     straight = run(tmp_path / "a", 2)
     # Simulate a crash after epoch 1: train 1 epoch by cutting the objective's epochs short.
-    import fewshot.train as train_module
+    import fewshot.training.loop as train_module
 
     calls = {"n": 0}
     real = train_module._train_epoch

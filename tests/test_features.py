@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-import fewshot.features as features_mod
-from fewshot.backbones import create_backbone
-from fewshot.checkpoint import save_model
-from fewshot.features import cached_features
-from fewshot.train import extract_features
+import fewshot.images.features as features_mod
+from fewshot.images.features import cached_features
+from fewshot.images.inference import extract_features
+from fewshot.models.backbones import create_backbone
+from fewshot.training.checkpoint import save_model
 
 
 def _checkpoint(path, seed):

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from fewshot.losses import (CLASS_WEIGHTS, balanced_sample_weights, class_counts, class_weights,
-                            effective_number_weights, inverse_frequency_weights)
+from fewshot.training.losses import (
+    CLASS_WEIGHTS,
+    balanced_sample_weights,
+    class_counts,
+    class_weights,
+    effective_number_weights,
+    inverse_frequency_weights,
+)
 
 COUNTS = [[5, 1, 20], [400, 3, 1, 57, 9], [7, 7, 7], [1000, 1]]
 

@@ -8,12 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fewshot.augment import AugmentConfig, eval_transform
-from fewshot.backbones import Conv4, create_backbone
-from fewshot.batches import ImageStore
-from fewshot.optim import build_optimizer, build_scheduler, warmup_cosine
-from fewshot.supervised import Classifier, SupervisedObjective, accuracy
-from fewshot.train import Objective, TrainConfig, extract_features, fit, predict_scores, stratified_split
+from fewshot.data.split import stratified_split
+from fewshot.images.augment import AugmentConfig, eval_transform
+from fewshot.images.inference import extract_features, predict_scores
+from fewshot.images.store import ImageStore
+from fewshot.models.backbones import Conv4, create_backbone
+from fewshot.models.classifier import Classifier
+from fewshot.training.loop import Objective, TrainConfig, fit
+from fewshot.training.optim import build_optimizer, build_scheduler, warmup_cosine
+from fewshot.training.supervised import SupervisedObjective, accuracy
 
 TINY = TrainConfig(epochs=3, batch_size=16, lr=0.05, warmup_epochs=0.5, val_fraction=0.25, device="cpu",
                    eval_batch_size=32)

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from baselines.two_stage import TwoStageConfig, train_two_stage
-from fewshot.augment import AugmentConfig
-from fewshot.backbones import create_backbone
 from fewshot.data.protocols import TransferProtocol
-from fewshot.train import TrainConfig
+from fewshot.images.augment import AugmentConfig
+from fewshot.models.backbones import create_backbone
+from fewshot.training.loop import TrainConfig
 
 
 def _config(**kw) -> TwoStageConfig:

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from fewshot.io import atomic_write_json
+from fewshot.utils.io import atomic_write_json
 
 CACHE_VERSION = 2  # 2: index.json carries pixels_sha256
 _PAD = (255, 255, 255)  # product photos sit on white, so padding is white too

@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from fewshot.evaluation.functional import episodic_accuracy
 from fewshot.evaluation.prototypes import DISTANCES, normalize_features, prototype_accuracy
 from fewshot.methods.functional import centroid_scores
-from fewshot.io import resolve_device
 from fewshot.sampling.fixed import EpisodeSampler
+from fewshot.utils.device import resolve_device
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class FewShotClassifier(nn.Module, ABC):
                              "give cached features [n, d]")
         if x.dtype == torch.uint8:
             if self.preprocess is None:
-                raise ValueError("uint8 images need preprocess=... (e.g. fewshot.augment's eval transform)")
+                raise ValueError("uint8 images need preprocess=... (e.g. fewshot.images.augment's eval transform)")
             x = self.preprocess(x)
         return self.backbone(x)
 

@@ -14,7 +14,13 @@ from torch import Tensor, nn
 
 from fewshot.methods.base import FewShotClassifier
 from fewshot.methods.functional import (
-    DISTANCES, NORMALIZATIONS, Distance, Normalization, centroid_scores, class_means, normalize_features,
+    DISTANCES,
+    NORMALIZATIONS,
+    Distance,
+    Normalization,
+    centroid_scores,
+    class_means,
+    normalize_features,
 )
 
 

@@ -34,7 +34,11 @@ from fewshot.data.synth.catalog import choose_classes, class_lists, class_sizes,
 from fewshot.data.synth.draw import draw_item
 from fewshot.data.synth.report import SynthReport
 from fewshot.data.synth.writer import (
-    GENERATOR_VERSION, HEADER, MAX_IMAGES, MIN_IMAGES_PER_CLASS, write_synthetic,
+    GENERATOR_VERSION,
+    HEADER,
+    MAX_IMAGES,
+    MIN_IMAGES_PER_CLASS,
+    write_synthetic,
 )
 
 __all__ = [

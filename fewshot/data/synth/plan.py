@@ -9,7 +9,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from fewshot.data.synth.catalog import (
-    BRANDS, COLOURS, GENDERS, META, STYLE_WORDS, USAGES, choose_classes, class_sizes, display_name, taxonomy,
+    BRANDS,
+    COLOURS,
+    GENDERS,
+    META,
+    STYLE_WORDS,
+    USAGES,
+    choose_classes,
+    class_sizes,
+    display_name,
+    taxonomy,
 )
 
 SEASONS = (("Summer", 0.48), ("Fall", 0.26), ("Winter", 0.19), ("Spring", 0.07))

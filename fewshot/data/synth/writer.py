@@ -13,7 +13,7 @@ from fewshot.data.synth.catalog import COLOURS, ITEM, check_n_classes
 from fewshot.data.synth.draw import class_styles, draw_item
 from fewshot.data.synth.plan import make_plan
 from fewshot.data.synth.report import MARKER, SynthReport, readme_text
-from fewshot.io import atomic_write_json, atomic_write_text
+from fewshot.utils.io import atomic_write_json, atomic_write_text
 
 GENERATOR = "fewshot.data.synth"
 GENERATOR_VERSION = 1

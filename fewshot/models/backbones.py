@@ -6,7 +6,7 @@ He et al. 2016, classifier replaced by ``Identity``, global average pool kept), 
 
 ``weights``: None / "none" (random init, seeded), "imagenet" (torchvision weights; resnet* only; read from
 ``$TORCH_HOME/hub/checkpoints/`` when present, downloaded there otherwise), or a path to a state dict or to
-a checkpoint written by :func:`fewshot.train.fit` (its backbone part is loaded).
+a checkpoint written by :func:`fewshot.training.fit` (its backbone part is loaded).
 """
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fewshot.io import atomic_torch_save
+from fewshot.utils.io import atomic_torch_save
 
-TRAIN_FORMAT = "fewshot.train/1"
+TRAIN_FORMAT = "fewshot.training.loop/1"
 MODEL_FORMAT = "fewshot.model/1"
 # Where a run executes does not change what it computes on the CPU path we compare; everything else must
 # match for a resumed run to equal an uninterrupted one.
@@ -37,7 +37,7 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping) or state.get("format") != TRAIN_FORMAT:
         raise ValueError(f"{path} is not a fewshot training checkpoint (format {TRAIN_FORMAT}); "
-                         "point --resume at a run folder written by fewshot.train.fit")
+                         "point --resume at a run folder written by fewshot.training.fit")
     return dict(state)
 
 

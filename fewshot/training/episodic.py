@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from fewshot.batches import ImageStore, extract_features
 from fewshot.evaluation import episodic_eval
+from fewshot.images.inference import extract_features
+from fewshot.images.store import ImageStore
 from fewshot.methods.protonet import episode_loss
 from fewshot.sampling import EpisodeSampler
-from fewshot.seeding import derive_seed
-from fewshot.supervised import SupervisedObjective
-from fewshot.train import Objective, TrainConfig
+from fewshot.training.loop import Objective, TrainConfig
+from fewshot.training.supervised import SupervisedObjective
+from fewshot.utils.seeding import derive_seed
 
 
 @dataclass(frozen=True)

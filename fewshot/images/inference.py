@@ -1,10 +1,6 @@
-"""Batches straight from the uint8 image cache, and batched inference over it.
-
-:class:`ImageStore` copies the images a run needs out of the (memory-mapped) cache once, into one uint8
-tensor in RAM, or on the GPU when training there (14 KB per 80x60 image: the 44k real images are 0.6 GB),
-so a batch is one ``index_select`` plus the tensor augmentation of :mod:`fewshot.augment`, on the device
-that will consume it. :func:`predict_scores` and :func:`extract_features` run a model over images in eval
-mode, without augmentation or gradients.
+"""Batched inference over uint8 images: :func:`predict_scores` and :func:`extract_features` run a model
+in eval mode, without augmentation or gradients, on the cache array or an :class:`ImageStore`; plus the
+mixed-precision and memory-format choices the trainer shares.
 """
 from __future__ import annotations
 
@@ -16,58 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fewshot.augment import AugmentConfig, augment_batch, eval_transform
-from fewshot.io import resolve_device
-
-
-class ImageStore:
-    """uint8 images [n, H, W, 3] on ``device``, addressed by their index in the full image array."""
-
-    def __init__(self, images: np.ndarray, indices: Sequence[int] | np.ndarray,
-                 device: str | torch.device = "cpu") -> None:
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be a uint8 array [N, H, W, 3] (the image cache), got "
-                             f"{images.dtype} {tuple(images.shape)}")
-        self.index = np.unique(np.asarray(indices, dtype=np.int64))
-        if self.index.size and (self.index[0] < 0 or self.index[-1] >= len(images)):
-            raise IndexError(f"image indices span [{self.index[0]}, {self.index[-1]}] but the image array "
-                             f"holds {len(images)} images")
-        self.device = resolve_device(device)
-        # Sorted fancy indexing reads a memmap in file order, once.
-        self.data = torch.from_numpy(np.ascontiguousarray(images[self.index])).to(self.device)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def to(self, device: str | torch.device) -> ImageStore:
-        """Move the held images to ``device`` (in place); returns self."""
-        self.device = resolve_device(device)
-        self.data = self.data.to(self.device)
-        return self
-
-    def rows(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
-        """Rows of ``data`` (int64 [n], on the CPU) for dataset ``indices``; KeyError for ones not held."""
-        indices = np.asarray(indices, dtype=np.int64)
-        pos = np.searchsorted(self.index, indices).clip(max=max(len(self.index) - 1, 0))
-        missing = indices[self.index[pos] != indices] if len(self.index) else indices
-        if missing.size:
-            raise KeyError(f"image indices {missing[:5].tolist()} (of {missing.size}) are not in this store; "
-                           "build it with every index the run uses")
-        return torch.from_numpy(pos)
-
-    def load(self, rows: torch.Tensor, augment: AugmentConfig | None = None,
-             generator: torch.Generator | None = None,
-             memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-        """Normalised float [B, 3, H, W] on the store's device for ``rows``; augmented when ``augment``
-        is enabled (then ``generator`` is required)."""
-        batch = self.data.index_select(0, rows.to(self.device, non_blocking=True))
-        if augment is not None and augment.enabled:
-            if generator is None:
-                raise ValueError("augmentation needs an explicit torch.Generator")
-            x = augment_batch(batch, augment, generator)
-        else:
-            x = eval_transform(batch)
-        return x.contiguous(memory_format=memory_format)
+from fewshot.images.augment import eval_transform
+from fewshot.images.store import ImageStore
+from fewshot.utils.device import resolve_device
 
 
 def autocast_dtype(device: torch.device, amp: bool, cpu_amp: bool = False) -> torch.dtype | None:

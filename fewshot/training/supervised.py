@@ -9,40 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot.batches import ImageStore, predict_scores
-from fewshot.losses import balanced_sample_weights, class_weights
-from fewshot.split import stratified_split
-from fewshot.train import Objective, TrainConfig
-
-
-class Classifier(nn.Module):
-    """``backbone`` (with ``out_dim``) + linear head: images [B, 3, H, W] -> logits [B, n_classes].
-
-    The head's initialisation is drawn from ``seed`` without touching the global RNG. With
-    ``freeze_backbone`` (a linear probe) the backbone gets no gradient, stays in eval mode (its BatchNorm
-    statistics do not drift) and runs without autograd, so training costs little more than inference."""
-
-    def __init__(self, backbone: nn.Module, n_classes: int, *, seed: int = 0, freeze_backbone: bool = False) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.freeze_backbone = freeze_backbone
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.head = nn.Linear(backbone.out_dim, n_classes)
-        if freeze_backbone:
-            backbone.requires_grad_(False)
-            backbone.eval()
-
-    def train(self, mode: bool = True) -> Classifier:
-        super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.eval()
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            features = self.backbone(x)
-        return self.head(features)
+from fewshot.data.split import stratified_split
+from fewshot.images.inference import predict_scores
+from fewshot.images.store import ImageStore
+from fewshot.training.loop import Objective, TrainConfig
+from fewshot.training.losses import balanced_sample_weights, class_weights
 
 
 def accuracy(scores: torch.Tensor, targets: torch.Tensor, kind: str = "macro") -> float:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fewshot.backbones import create_backbone
-from fewshot.batches import extract_features
 from fewshot.data.cache import default_cache_root
-from fewshot.io import atomic_open, atomic_write_json
+from fewshot.images.inference import extract_features
+from fewshot.models.backbones import create_backbone
+from fewshot.utils.io import atomic_open, atomic_write_json
 
 FEATURES_VERSION = 1
 

@@ -1,7 +1,7 @@
 """One small trainer, generic over an :class:`Objective` (what a batch is, its loss, a validation score).
 
     model = Classifier(create_backbone("resnet18", seed=cfg.seed), n_classes, seed=cfg.seed)
-    objective = SupervisedObjective(images, labels, train_idx, cfg)     # fewshot.supervised
+    objective = SupervisedObjective(images, labels, train_idx, cfg)     # fewshot.training.supervised
     result = fit(model, objective, cfg, out_dir="runs/stage1", resume=True)
 
 Device ``auto`` (CUDA when present); on CUDA mixed precision (bf16, or fp16 with a GradScaler);
@@ -27,14 +27,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fewshot.augment import AugmentConfig
-from fewshot.batches import autocast, autocast_dtype, extract_features, predict_scores  # noqa: F401 (re-export)
-from fewshot.checkpoint import (check_resumable, cpu_state, load_training_state, save_model,
-                                save_training_state)
-from fewshot.io import resolve_device
-from fewshot.optim import build_optimizer, build_scheduler
-from fewshot.seeding import derive_seed
-from fewshot.split import stratified_split  # noqa: F401 (re-export)
+from fewshot.images.augment import AugmentConfig
+from fewshot.images.inference import autocast, autocast_dtype
+from fewshot.training.checkpoint import check_resumable, cpu_state, load_training_state, save_model, save_training_state
+from fewshot.training.optim import build_optimizer, build_scheduler
+from fewshot.utils.device import resolve_device
+from fewshot.utils.seeding import derive_seed
 
 
 @dataclass(frozen=True)

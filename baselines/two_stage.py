@@ -77,24 +77,44 @@ def run_stage(
     return out
 
 
+def train_stage1(
+    images: np.ndarray, protocol: TransferProtocol, config: TwoStageConfig, out_dir: str | Path, *,
+    resume: bool = False, progress: bool = True,
+) -> StageOutput:
+    """Stage 1: a fresh backbone + head trained on the head classes; scores the head test images."""
+    c1 = config.stage1
+    model = Classifier(create_backbone(config.backbone, config.weights, seed=c1.seed), len(protocol.head),
+                       seed=c1.seed)
+    return run_stage(images, protocol, "head", c1, model, Path(out_dir) / "stage1", resume=resume, progress=progress,
+                     meta={**_meta(config), "stage": 1, "classes": list(protocol.head)})
+
+
+def train_stage2(
+    images: np.ndarray, protocol: TransferProtocol, config: TwoStageConfig, out_dir: str | Path,
+    stage1_checkpoint: str | Path, *, resume: bool = False, progress: bool = True,
+) -> StageOutput:
+    """Stage 2: stage 1's best backbone + a new head fine-tuned on the tail classes; scores the tail test
+    images."""
+    c2 = config.stage2
+    backbone = create_backbone(config.backbone, stage1_checkpoint, seed=c2.seed)
+    model = Classifier(backbone, len(protocol.tail), seed=c2.seed, freeze_backbone=config.freeze_backbone)
+    return run_stage(images, protocol, "tail", c2, model, Path(out_dir) / "stage2", resume=resume, progress=progress,
+                     meta={**_meta(config), "stage": 2, "classes": list(protocol.tail)})
+
+
+def _meta(config: TwoStageConfig) -> dict:
+    return {"backbone": config.backbone, "protocol": "transfer"}
+
+
 def train_two_stage(
     images: np.ndarray, protocol: TransferProtocol, config: TwoStageConfig, out_dir: str | Path, *,
     resume: bool = False, progress: bool = True,
 ) -> tuple[StageOutput, StageOutput]:
     """Both stages; returns (stage 1 on head test images, stage 2 on tail test images)."""
-    out_dir = Path(out_dir)
-    c1, c2 = config.stage1, config.stage2
-    meta = {"backbone": config.backbone, "protocol": "transfer"}
-    model1 = Classifier(create_backbone(config.backbone, config.weights, seed=c1.seed), len(protocol.head),
-                        seed=c1.seed)
-    stage1 = run_stage(images, protocol, "head", c1, model1, out_dir / "stage1", resume=resume,
-                       progress=progress, meta={**meta, "stage": 1, "classes": list(protocol.head)})
+    stage1 = train_stage1(images, protocol, config, out_dir, resume=resume, progress=progress)
     # Stage 2 starts from the best stage-1 checkpoint on disk, not from the in-memory model: that is
     # also what a resumed run has, so both paths start stage 2 from identical weights.
-    backbone = create_backbone(config.backbone, stage1.checkpoint, seed=c2.seed)
-    model2 = Classifier(backbone, len(protocol.tail), seed=c2.seed, freeze_backbone=config.freeze_backbone)
-    stage2 = run_stage(images, protocol, "tail", c2, model2, out_dir / "stage2", resume=resume,
-                       progress=progress, meta={**meta, "stage": 2, "classes": list(protocol.tail)})
+    stage2 = train_stage2(images, protocol, config, out_dir, stage1.checkpoint, resume=resume, progress=progress)
     return stage1, stage2
 
 

@@ -11,12 +11,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from baselines.two_stage import TwoStageConfig
+from benchmarks.methods import check_methods, method_names
 from fewshot.training.episodic import EpisodeConfig
 from fewshot.training.loop import TrainConfig
-
-# "protonet" runs in both protocols, each time trained on that protocol's training classes (head classes,
-# background classes); "protonet_all" trains on head + tail; "baseline_centroid" is the episodic protocol's.
-METHODS = ("two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all", "baseline_centroid")
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,8 @@ class BenchmarkConfig:
     backbone: str = "resnet18"
     weights: str = "none"
     freeze_backbone: bool = False
-    methods: tuple[str, ...] = METHODS
+    # every registered method (benchmarks/methods.py), in the registry's order
+    methods: tuple[str, ...] = field(default_factory=method_names)
     val_classes: float = 0.2
     data: DataConfig = field(default_factory=DataConfig)
     stage1: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=0.05))
@@ -84,9 +82,7 @@ class BenchmarkConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        check_methods(self.methods)
         if not 0.0 < self.val_classes < 1.0:
             raise ValueError(f"val_classes={self.val_classes} must lie in (0, 1)")
 

@@ -1,16 +1,18 @@
 """What every benchmark phase needs: the config, the images, the output folder and the phase store."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from benchmarks.config import BenchmarkConfig
-from benchmarks.phases import PhaseStore
+from benchmarks.methods import BenchmarkMethod, get_method, method_names
+from benchmarks.phases import PhaseStore, phase_key
 from fewshot.images.features import cached_features
-from fewshot.methods import FewShotClassifier, NearestCentroid, ProtoNet
 
 
 @dataclass(frozen=True)
@@ -19,12 +21,18 @@ class RunContext:
     out: Path
     images: np.ndarray  # uint8 [N, H, W, 3], the image cache
     labels: np.ndarray  # int64 [N], the dataset's article-type index of every image
-    image_key: str
+    image_key: str  # sha256 of the decoded pixels: names the dataset in phase and feature keys
     phases: PhaseStore
     progress: bool
+    device: torch.device
 
-    def wants(self, *methods: str) -> bool:
-        return any(m in self.cfg.methods for m in methods)
+    def methods(self, protocol: str) -> list[BenchmarkMethod]:
+        """The configured methods that run in ``protocol``, in the registry's order."""
+        return [get_method(n) for n in method_names() if n in self.cfg.methods and get_method(n).embedding(protocol)]
+
+    def phase_key(self, name: str, inputs: Mapping[str, Any], upstream: Sequence[str] = ()) -> str:
+        """A phase's key: its inputs plus what every phase depends on (the pixels, the device kind)."""
+        return phase_key(name, {**inputs, "pixels_sha256": self.image_key, "device": self.device.type}, upstream)
 
     def features(self, checkpoint: str | Path, rows: np.ndarray) -> torch.Tensor:
         """Embeddings [len(rows), D] of ``images[rows]`` by the backbone in ``checkpoint`` (cached in the run)."""
@@ -32,18 +40,3 @@ class RunContext:
         return cached_features(checkpoint, cfg.backbone, self.images, self.image_key, rows,
                                cache_root=self.out / "features", device=cfg.device, cpu_amp=cfg.cpu_amp,
                                batch_size=cfg.evaluation.batch_size, progress=self.progress)
-
-    def classifier(self, method: str, base_mean: torch.Tensor) -> FewShotClassifier:
-        """ProtoNets score as Snell et al. (squared Euclidean, raw features); every other nearest-centroid
-        method uses the configured SimpleShot normalisation and distance."""
-        if method.startswith("protonet"):
-            return ProtoNet()
-        ev = self.cfg.evaluation
-        return NearestCentroid(normalize=ev.normalize, distance=ev.distance,
-                               base_mean=base_mean if ev.normalize == "cl2n" else None)
-
-    def normalization(self, method: str) -> tuple[str, str]:
-        """(normalisation, distance) that :meth:`classifier` uses for ``method``."""
-        if method.startswith("protonet"):
-            return "none", "euclidean"
-        return self.cfg.evaluation.normalize, self.cfg.evaluation.distance

@@ -1,13 +1,28 @@
-"""Phases of a benchmark run: each finished phase's result is stored atomically and never recomputed.
+"""Content-addressed phases: each finished phase's result is stored atomically and never recomputed.
 
 A phase is a named function whose result (tensors, arrays, dicts...) lands in ``<out>/phases/<name>.pt``
-with its wall time. Killing a run loses at most the phase in progress, and training phases keep their
-own per-epoch checkpoints, so ``--resume`` continues from the last finished epoch.
+with its wall time and its *key*: the hash of everything it depends on (its slice of the config, the
+dataset's pixel hash, the keys of the phases it consumes, :data:`PHASES_VERSION`). So:
+
+- ``--resume`` reloads a phase whose stored key matches and recomputes one whose inputs changed;
+- ``--reuse DIR`` (any number of finished run folders) imports a phase whose key matches from there,
+  with the files it declares as artifacts (checkpoints), instead of computing it: adding a method to a
+  finished run costs that method's own phases, and a changed upstream setting recomputes exactly the
+  phases downstream of it;
+- a phase file written before keys existed (run folders older than the registry) is trusted on
+  ``--resume`` of its own folder, whose config cannot have changed, and never imported elsewhere.
+
+Killing a run loses at most the phase in progress; training phases keep their own per-epoch
+checkpoints, so ``--resume`` continues from the last finished epoch.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,29 +33,83 @@ from fewshot.utils.io import atomic_torch_save
 
 T = TypeVar("T")
 
+# Bump when a code change alters what a phase computes from the same inputs: old keys then stop matching.
+PHASES_VERSION = 1
+
+
+def phase_key(name: str, inputs: Mapping[str, Any], upstream: Sequence[str] = ()) -> str:
+    """sha256 of the phase's name, its inputs (JSON-able, order-free) and its upstream phases' keys."""
+    blob = json.dumps({"phase": name, "version": PHASES_VERSION, "inputs": inputs, "upstream": sorted(upstream)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
 
 class PhaseStore:
-    def __init__(self, out: Path, *, log: Callable[[str], None] = tqdm.write) -> None:
-        self.folder = Path(out) / "phases"
+    """The phases of one run folder, with optional finished run folders to import phases from.
+
+    ``seconds``: each phase's own compute time (an imported phase keeps the time it took where it ran);
+    ``reused``: phases not computed by this attempt; ``imported``: {phase: source folder}; ``keys``:
+    {phase: key}.
+    """
+
+    def __init__(self, out: Path, *, reuse: Sequence[Path] = (), trust_unkeyed: bool = False,
+                 log: Callable[[str], None] = tqdm.write) -> None:
+        self.out = Path(out)
+        self.folder = self.out / "phases"
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.sources = [Path(p) for p in reuse]
+        self.trust_unkeyed = trust_unkeyed
         self.seconds: dict[str, float] = {}
         self.reused: list[str] = []
+        self.imported: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
         self.log = log
 
-    def run(self, name: str, fn: Callable[[], T]) -> T:
-        """``fn()``'s result, computed once: a stored result is loaded instead of recomputed."""
-        path = self.folder / f"{name}.pt"
-        if path.exists():
-            saved: dict[str, Any] = torch.load(path, weights_only=False)
-            self.seconds[name] = saved["seconds"]
-            self.reused.append(name)
-            self.log(f"[{name}] finished earlier ({saved['seconds']:.0f} s): reusing its result")
-            return saved["result"]
+    def run(self, name: str, key: str, fn: Callable[[], T], artifacts: Sequence[str] = ()) -> T:
+        """``fn()``'s result, computed once per key. ``artifacts``: files (relative to the run folder)
+        that the phase writes and later phases read; they travel with an imported phase."""
+        self.keys[name] = key
+        own = self._load(self.folder / f"{name}.pt")
+        if own is not None and (own.get("key") == key or (own.get("key") is None and self.trust_unkeyed)):
+            return self._reuse(name, own, "finished earlier")
+        if own is not None:
+            self.log(f"[{name}] its inputs changed since it ran: recomputing")
+        for source in self.sources:
+            saved = self._load(source / "phases" / f"{name}.pt")
+            if saved is not None and saved.get("key") == key and self._import_artifacts(source, artifacts):
+                atomic_torch_save({**saved, "imported_from": str(source)}, self.folder / f"{name}.pt")
+                self.imported[name] = str(source)
+                return self._reuse(name, saved, f"imported from {source}")
         self.log(f"[{name}] running")
         start = time.perf_counter()
         result = fn()
         seconds = time.perf_counter() - start
-        atomic_torch_save({"result": result, "seconds": seconds}, path)
+        atomic_torch_save({"result": result, "seconds": seconds, "key": key}, self.folder / f"{name}.pt")
         self.seconds[name] = seconds
         self.log(f"[{name}] done in {seconds:.0f} s")
         return result
+
+    def _reuse(self, name: str, saved: dict[str, Any], how: str) -> Any:
+        self.seconds[name] = saved["seconds"]
+        self.reused.append(name)
+        self.log(f"[{name}] {how} ({saved['seconds']:.0f} s): reusing its result")
+        return saved["result"]
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, Any] | None:
+        return torch.load(path, weights_only=False) if path.is_file() else None
+
+    def _import_artifacts(self, source: Path, artifacts: Sequence[str]) -> bool:
+        """Hard-link (else copy) the phase's files from ``source``; False when one is missing there."""
+        if not all((source / a).is_file() for a in artifacts):
+            return False
+        for rel in artifacts:
+            target = self.out / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                target.unlink()
+            try:
+                os.link(source / rel, target)
+            except OSError:  # another file system, or links not allowed
+                shutil.copy2(source / rel, target)
+        return True

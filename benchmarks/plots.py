@@ -14,16 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-# One colour and marker per method in every plot, so a method is recognised from one picture to the next.
-KNOWN_METHODS = ("two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all", "baseline_centroid")
-
-
-def method_style(method: str, methods: list[str]) -> dict:
-    """matplotlib keyword arguments (color, marker) of ``method``; unknown methods follow the known ones."""
-    order = list(KNOWN_METHODS) + sorted(m for m in methods if m not in KNOWN_METHODS)
-    i = order.index(method)
-    return {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
+from benchmarks.methods import method_style
 
 
 def write_plots(out: Path, summary: dict, per_class: pd.DataFrame, title: str) -> list[str]:
@@ -61,7 +52,7 @@ def _per_class(plt, summary: dict, per_class: pd.DataFrame, title: str):
             if rows[f"{m}/top1"].notna().any():
                 # a small horizontal jitter per method keeps markers of one class from hiding each other
                 x = rows["n_train"].to_numpy(float) * (1 + 0.04 * (i - len(methods) / 2))
-                ax.scatter(x, rows[f"{m}/top1"], s=22, alpha=0.75, label=m, **method_style(m, methods))
+                ax.scatter(x, rows[f"{m}/top1"], s=22, alpha=0.75, label=m, **method_style(m))
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("train images of the class (log scale)")
@@ -85,7 +76,7 @@ def _shots(plt, summary: dict, per_class: pd.DataFrame, title: str):
         x = np.arange(len(ks))
         y = [row[k]["macro_top1"] for k in ks]
         err = [row[k]["macro_top1_std"] for k in ks]
-        ax.errorbar(x, y, yerr=err, capsize=3, label=method, **method_style(method, list(shots)))
+        ax.errorbar(x, y, yerr=err, capsize=3, label=method, **method_style(method))
         ax.set_xticks(x, [f"K={k}" if k != "all" else "all" for k in ks])
     ax.set_ylabel("tail macro top-1")
     ax.set_xlabel("train images per tail class used as prototypes (capped at what a class has)")
@@ -106,7 +97,7 @@ def _episodic(plt, summary: dict, per_class: pd.DataFrame, title: str):
     for i, (method, row) in enumerate(episodic.items()):
         ax.bar(x + (i - (len(episodic) - 1) / 2) * width, [100 * row[s]["mean"] for s in settings], width,
                yerr=[100 * row[s]["ci95"] for s in settings], capsize=3, label=method,
-               color=method_style(method, list(episodic))["color"])
+               color=method_style(method)["color"])
     ax.set_xticks(x, settings)
     ax.set_ylabel("accuracy (%) with 95% CI")
     ax.set_title(f"{title}: episodic accuracy on evaluation classes")

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.context import RunContext
-from benchmarks.episodic import EPISODIC_METHODS, run_episodic
+from benchmarks.episodic import run_episodic
 from benchmarks.phases import PhaseStore
 from benchmarks.plots import write_plots
 from benchmarks.report import per_class_table, summary_dict, write_results
@@ -33,8 +33,6 @@ from fewshot.utils.device import resolve_device
 from fewshot.utils.io import atomic_write_json, atomic_write_text
 from fewshot.utils.runinfo import git_revision, machine_info, package_versions
 
-TRANSFER_METHODS = ("two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all")
-
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,6 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: runs/<config>-<timestamp>)")
     p.add_argument("--device", help="auto, cpu or cuda (overrides the config's device)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR with its own config")
+    p.add_argument("--reuse", type=Path, metavar="DIR", action="append", default=[],
+                   help="import finished phases whose inputs match from the run folder DIR (repeatable): "
+                        "adding a method to a finished run computes only that method's phases")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     p.add_argument("overrides", nargs="*", help="config overrides such as stage1.epochs=2 evaluation.episodes=200")
     return p
@@ -97,7 +98,11 @@ def main(args: argparse.Namespace) -> dict:
     cfg, out, previous = _prepare(args)
     ds = _dataset(cfg, out, args, previous)
     device = resolve_device(cfg.device)
-    phases = PhaseStore(out)
+    for source in args.reuse:
+        if not (source / "phases").is_dir():
+            raise SystemExit(f"--reuse {source}: no phases/ folder there; is it a benchmark run folder?")
+    # Phase files written before phases had keys are trusted only when resuming their own folder.
+    phases = PhaseStore(out, reuse=args.reuse, trust_unkeyed=bool(args.resume))
     run = {
         "config": cfg.name, "status": "running", "seed": cfg.seed, "git_revision": git_revision(),
         "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -105,17 +110,18 @@ def main(args: argparse.Namespace) -> dict:
         "packages": package_versions(),
         "dataset": {**ds.describe(), "image_size": list(cfg.data.image_size), "image_cache_key": ds.cache.key,
                     "pixels_sha256": ds.cache.pixels_sha256},
-        "phase_seconds": phases.seconds, "reused_phases": phases.reused,
+        "phase_seconds": phases.seconds, "reused_phases": phases.reused, "imported_phases": phases.imported,
+        "phase_keys": phases.keys,
     }
     atomic_write_json(out / "run.json", run)
-    ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress)
+    ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device)
     tp = ep = None
     transfer: dict = {}
     episodic: dict = {}
-    if ctx.wants(*TRANSFER_METHODS):
+    if ctx.methods("transfer"):
         tp = TransferProtocol.from_styles(ds.styles, n_head=cfg.data.n_head, min_train=cfg.data.min_train)
         transfer = run_transfer(ctx, tp)
-    if ctx.wants(*EPISODIC_METHODS):
+    if ctx.methods("episodic"):
         ep = EpisodicProtocol.from_styles(ds.styles, min_images=cfg.data.min_images)
         episodic = run_episodic(ctx, ep)
     summary = summary_dict(transfer, episodic, tp, ds.synthetic)

@@ -1,78 +1,56 @@
-"""The transfer protocol's phases: two-stage baseline, ProtoNets, nearest-centroid heads, K-shot study.
+"""The transfer protocol's evaluation: every registered method on the same head and tail test images.
 
-Every method is scored on the same test images of the same label spaces (20 head classes, the tail
-classes) and goes through the one evaluator, :func:`fewshot.evaluation.per_class_topk`.
+Feature-based methods fit their head on an embedding's train features (all of them, then K per class
+for the K-shot study) and score the test features; scorer methods (the two-stage baseline) bring their
+own scores. Everything goes through the one evaluator, :func:`fewshot.evaluation.per_class_topk`.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from baselines.two_stage import train_two_stage
 from benchmarks.context import RunContext
+from benchmarks.embeddings import EMBEDDINGS, get_embedding, train_embeddings
+from benchmarks.methods import BenchmarkMethod
+from fewshot.config import to_dict
 from fewshot.data.protocols import TransferProtocol
-from fewshot.data.split import stratified_split
 from fewshot.evaluation import TopKResult, per_class_topk
-from fewshot.methods import ProtoNet
-from fewshot.models.backbones import create_backbone
-from fewshot.training.episodic import EpisodicObjective
-from fewshot.training.loop import fit
 
-PROTOTYPE_METHODS = ("centroid_stage1", "centroid_stage2", "protonet", "protonet_all")
 PARTS = ("head_train", "head_test", "tail_train", "tail_test")
 
 
-def train_protonet(ctx: RunContext, train_idx: np.ndarray, val_idx: np.ndarray, init: str | Path | None,
-                   out_dir: Path, meta: dict) -> str:
-    """Episodic training of a ProtoNet on ``train_idx`` (validated on episodes of ``val_idx``); returns
-    the path of its best checkpoint. ``init``: a supervised checkpoint to start from, or None."""
-    cfg = ctx.cfg
-    tcfg = cfg.train("protonet")
-    weights = init if cfg.protonet.init == "supervised" and init is not None else cfg.weights
-    model = ProtoNet(create_backbone(cfg.backbone, weights, seed=cfg.seed))
-    objective = EpisodicObjective(ctx.images, ctx.labels, train_idx, val_idx, cfg.protonet.episodes, tcfg)
-    fit(model, objective, tcfg, out_dir, resume=True, progress=ctx.progress,
-        meta={"backbone": cfg.backbone, "method": "protonet", **meta})
-    return str(out_dir / "best.pt")
-
-
 def run_transfer(ctx: RunContext, protocol: TransferProtocol) -> dict:
-    """{"head": {method: TopKResult}, "tail": {method: TopKResult}, "shots": {method: {K: stats}}}."""
-    cfg = ctx.cfg
+    """{"head": {method: TopKResult}, "tail": {method: TopKResult}, "shots": {method: {K: stats}}}, each in
+    the protocol's method order (embeddings' training order, then the registry's)."""
+    methods = ctx.methods("transfer")
+    wanted = [e for m in methods for e in (m.transfer, *m.needs)]
+    trained = train_embeddings(ctx, "transfer", protocol, wanted)
+    order = list(EMBEDDINGS)
     results: dict = {"head": {}, "tail": {}, "shots": {}}
-    stage1, stage2 = ctx.phases.run("two_stage", lambda: train_two_stage(
-        ctx.images, protocol, cfg.two_stage(), ctx.out / "two_stage", resume=True, progress=ctx.progress))
-    if ctx.wants("two_stage"):
-        results["head"]["two_stage"] = per_class_topk(stage1.scores, stage1.targets, class_names=protocol.head)
-        results["tail"]["two_stage"] = per_class_topk(stage2.scores, stage2.targets, class_names=protocol.tail)
-
-    checkpoints = {"centroid_stage1": str(stage1.checkpoint), "centroid_stage2": str(stage2.checkpoint)}
-    seed = cfg.seed
-    vf = cfg.protonet.train.val_fraction
-    if ctx.wants("protonet"):
-        train, val = stratified_split(ctx.labels, vf, seed, indices=protocol.head_train)
-        checkpoints["protonet"] = ctx.phases.run("protonet_train", lambda: train_protonet(
-            ctx, train, val, stage1.checkpoint, ctx.out / "protonet", {"classes": "head"}))
-    if ctx.wants("protonet_all"):
-        pool = np.sort(np.concatenate([protocol.head_train, protocol.tail_train]))
-        train, val = stratified_split(ctx.labels, vf, seed, indices=pool, min_per_class=0)
-        checkpoints["protonet_all"] = ctx.phases.run("protonet_all_train", lambda: train_protonet(
-            ctx, train, val, stage1.checkpoint, ctx.out / "protonet_all", {"classes": "head+tail"}))
-
-    for method in PROTOTYPE_METHODS:
-        if ctx.wants(method):
-            head, tail, shots = ctx.phases.run(f"eval_{method}", lambda: evaluate_prototypes(
-                ctx, method, protocol, checkpoints[method]))
-            results["head"][method], results["tail"][method], results["shots"][method] = head, tail, shots
+    for method in sorted(methods, key=lambda m: order.index(m.transfer)):  # stable: registry order on ties
+        if method.scorer is not None:
+            scored = method.scorer(ctx, protocol, trained)
+            results["head"][method.name], results["tail"][method.name] = scored["head"], scored["tail"]
+            continue
+        emb = get_embedding(method.transfer)
+        key = ctx.phase_key(f"eval_{method.name}", _eval_inputs(ctx, method), [ctx.phases.keys[emb.phase]])
+        head, tail, shots = ctx.phases.run(f"eval_{method.name}", key, lambda: evaluate_features(
+            ctx, method, protocol, str(ctx.out / emb.checkpoint)))
+        results["head"][method.name], results["tail"][method.name] = head, tail
+        results["shots"][method.name] = shots
     return results
 
 
-def evaluate_prototypes(ctx: RunContext, method: str, protocol: TransferProtocol,
-                        checkpoint: str) -> tuple[TopKResult, TopKResult, dict]:
+def _eval_inputs(ctx: RunContext, method: BenchmarkMethod) -> dict:
+    cfg = ctx.cfg
+    return {"method": method.name, "evaluation": to_dict(cfg.evaluation), "seed": cfg.seed, "backbone": cfg.backbone,
+            "cpu_amp": cfg.cpu_amp, **{k: to_dict(cfg.data)[k] for k in ("n_head", "min_train")}}
+
+
+def evaluate_features(ctx: RunContext, method: BenchmarkMethod, protocol: TransferProtocol,
+                      checkpoint: str) -> tuple[TopKResult, TopKResult, dict]:
     """Embed the head and tail images with ``checkpoint``'s backbone; per-class top-k on the head and tail
-    test images with prototypes from all train images; then the K-shot study."""
+    test images with the method fitted on all train images; then the K-shot study."""
     rows = np.concatenate([getattr(protocol, p) for p in PARTS])
     bounds = np.cumsum([0] + [len(getattr(protocol, p)) for p in PARTS])
     embedded = ctx.features(checkpoint, rows)
@@ -82,18 +60,19 @@ def evaluate_prototypes(ctx: RunContext, method: str, protocol: TransferProtocol
     for group in ("head", "tail"):
         y_train = torch.from_numpy(protocol.targets(getattr(protocol, f"{group}_train"), group))
         y_test = torch.from_numpy(protocol.targets(getattr(protocol, f"{group}_test"), group))
-        clf = ctx.classifier(method, base_mean).fit(feats[f"{group}_train"], y_train)
+        clf = method.head(ctx.cfg, base_mean).fit(feats[f"{group}_train"], y_train)
         names = protocol.head if group == "head" else protocol.tail
         out.append(per_class_topk(clf.scores(feats[f"{group}_test"]), y_test, class_names=names))
     shots = kshot_study(ctx, method, protocol, feats, base_mean, out[1])
     return out[0], out[1], shots
 
 
-def kshot_study(ctx: RunContext, method: str, protocol: TransferProtocol, feats: dict[str, torch.Tensor],
-                base_mean: torch.Tensor, all_shots: TopKResult) -> dict[str, dict[str, float]]:
-    """Tail macro/micro top-1 with prototypes from K train images per class (capped at what a class has),
-    over ``kshot_draws`` seeded draws: {"1": {"macro_top1", "macro_top1_std", "micro_top1", ...}, ...,
-    "all": ...}."""
+def kshot_study(ctx: RunContext, method: BenchmarkMethod, protocol: TransferProtocol,
+                feats: dict[str, torch.Tensor], base_mean: torch.Tensor,
+                all_shots: TopKResult) -> dict[str, dict[str, float]]:
+    """Tail macro/micro top-1 with the method fitted on K train images per class (capped at what a class
+    has), over ``kshot_draws`` seeded draws: {"1": {"macro_top1", "macro_top1_std", "micro_top1", ...},
+    ..., "all": ...}."""
     ev = ctx.cfg.evaluation
     y_train = protocol.targets(protocol.tail_train, "tail")
     y_test = torch.from_numpy(protocol.targets(protocol.tail_test, "tail"))
@@ -104,7 +83,7 @@ def kshot_study(ctx: RunContext, method: str, protocol: TransferProtocol, feats:
         for draw in range(ev.kshot_draws):
             rng = np.random.default_rng([ctx.cfg.seed, k, draw])
             pick = np.sort(np.concatenate([rng.choice(m, min(k, len(m)), replace=False) for m in members]))
-            clf = ctx.classifier(method, base_mean).fit(feats["tail_train"][pick], torch.from_numpy(y_train[pick]))
+            clf = method.head(ctx.cfg, base_mean).fit(feats["tail_train"][pick], torch.from_numpy(y_train[pick]))
             result = per_class_topk(clf.scores(feats["tail_test"]), y_test, ks=(1,), class_names=protocol.tail)
             macro.append(result.macro["top1"])
             micro.append(result.micro["top1"])

@@ -16,11 +16,16 @@ import pytest
 from PIL import Image
 
 from benchmarks import plots
+from benchmarks.methods import get_method, method_names, method_style
 from benchmarks.run import get_args_parser, main
 
 SMOKE = Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "smoke.toml"
 EPISODIC_KEYS = {"2w1s", "2w5s", "5w1s", "5w5s"}  # the smoke config's settings (synthetic data has < 15 classes)
-METHODS = {"two_stage", "centroid_stage1", "centroid_stage2", "protonet", "protonet_all", "baseline_centroid"}
+# The smoke config runs every registered method; what each protocol must report follows from the registry.
+METHODS = set(method_names())
+TRANSFER = {m for m in METHODS if get_method(m).transfer}
+EPISODIC = {m for m in METHODS if get_method(m).episodic}
+FEATURE_TRANSFER = {m for m in TRANSFER if get_method(m).head}
 
 
 def _command(*args: str) -> list[str]:
@@ -49,17 +54,17 @@ def test_smoke_run_writes_every_result_file(smoke_run):
 def test_smoke_summary_json_has_the_documented_structure(smoke_run):
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert summary["synthetic"] is True
-    assert set(summary["transfer"]["head"]) == METHODS - {"baseline_centroid"}
+    assert set(summary["transfer"]["head"]) == set(summary["transfer"]["tail"]) == TRANSFER
     for method, row in summary["transfer"]["tail"].items():
         assert {"macro_top1", "macro_top5", "micro_top1", "micro_top5", "buckets"} <= set(row)
         assert set(row["buckets"]) == {"many", "medium", "few"}
         assert 0.0 <= row["macro_top1"] <= row["macro_top5"] <= 1.0
-    assert set(summary["episodic"]) == {"baseline_centroid", "protonet"}
+    assert set(summary["episodic"]) == EPISODIC
     for row in summary["episodic"].values():
         assert set(row) == EPISODIC_KEYS
         assert all(0 < r["mean"] <= 1 and r["ci95"] > 0 for r in row.values())
         assert row["2w5s"]["mean"] > 0.5  # above 2-way chance even after the tiny smoke training
-    assert set(summary["shots"]) == {"centroid_stage1", "centroid_stage2", "protonet", "protonet_all"}
+    assert set(summary["shots"]) == FEATURE_TRANSFER
     assert set(summary["shots"]["protonet"]) == {"1", "5", "all"}
 
 
@@ -81,8 +86,8 @@ def test_smoke_run_record_and_markdown_say_what_ran(smoke_run):
     run = json.loads((smoke_run / "run.json").read_text())
     assert run["status"] == "finished" and run["seed"] == 0 and run["git_revision"]
     assert run["dataset"]["synthetic"] is True and len(run["dataset"]["image_cache_key"]) == 64
-    phases = {"two_stage", "protonet_train", "background_train", "protonet_bg_train", "eval_episodic_protonet"}
-    assert phases <= set(run["phase_seconds"])
+    phases = {"stage1", "stage2", "protonet_train", "background_train", "protonet_bg_train", "eval_episodic_protonet"}
+    assert phases <= set(run["phase_seconds"]) and set(run["phase_keys"]) == set(run["phase_seconds"])
     assert run["packages"]["torch"]
     config = tomllib.loads((smoke_run / "config.resolved.toml").read_text())
     assert config["name"] == "smoke" and config["data"]["source"] == "synthetic"
@@ -123,7 +128,7 @@ def test_resume_accepts_a_fresh_copy_of_the_same_images_and_refuses_changed_ones
         os.utime(jpg, ns=(10**18, 10**18))
     main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
     assert (out / "per_class.csv").read_bytes() == (smoke_run / "per_class.csv").read_bytes()
-    assert set(json.loads((out / "run.json").read_text())["reused_phases"]) >= {"two_stage", "eval_protonet"}
+    assert set(json.loads((out / "run.json").read_text())["reused_phases"]) >= {"stage1", "stage2", "eval_protonet"}
     victim = next((out / "data" / "images").iterdir())
     Image.new("RGB", (60, 80), (1, 2, 3)).save(victim)
     with pytest.raises(SystemExit, match="images at .* changed since this run started"):
@@ -142,14 +147,10 @@ def test_plots_redraw_from_a_finished_runs_files(smoke_run, tmp_path):
         plots.main(plots.get_args_parser().parse_args([str(tmp_path)]))
 
 
-@pytest.mark.parametrize("method", plots.KNOWN_METHODS)
-def test_a_method_keeps_its_colour_and_marker_whatever_else_is_plotted(method):
-    assert plots.method_style(method, [method]) == plots.method_style(method, ["zz_new", *plots.KNOWN_METHODS])
-
-
-def test_methods_in_one_plot_get_distinct_colours():
-    methods = [*plots.KNOWN_METHODS, "my_new_method"]
-    assert len({plots.method_style(m, methods)["color"] for m in methods}) == len(methods)
+def test_registered_methods_get_distinct_colours_and_markers_fixed_by_the_registry():
+    styles = [method_style(m) for m in method_names()]
+    assert len({s["color"] for s in styles}) == len(styles) and len({s["marker"] for s in styles}) == len(styles)
+    assert method_style("an_old_runs_method") == method_style("an_old_runs_method")  # stable, not hash-seeded
 
 
 def test_runner_refuses_to_overwrite_a_run_or_to_resume_with_other_settings(smoke_run, tmp_path):
@@ -171,12 +172,11 @@ def test_runner_rejects_unknown_config_keys(tmp_path):
 
 @pytest.mark.parametrize("name", ["smoke", "synthetic", "cpu", "gpu"])
 def test_shipped_configs_load_with_their_documented_settings(name):
-    from benchmarks.config import METHODS as ALL
     from benchmarks.config import BenchmarkConfig
     from fewshot.config import load_config
 
     cfg = load_config(BenchmarkConfig, SMOKE.parent / f"{name}.toml")
-    assert cfg.name == name and set(cfg.methods) == set(ALL)
+    assert cfg.name == name and set(cfg.methods) == set(method_names())
     assert cfg.train("stage2").class_weights == "inverse"  # the seed's class-weighted stage 2
     assert {cfg.train(t).seed for t in ("stage1", "stage2", "background", "protonet")} == {cfg.seed}
     if name in ("cpu", "gpu"):
@@ -184,3 +184,76 @@ def test_shipped_configs_load_with_their_documented_settings(name):
         assert set(cfg.evaluation.ways) == {2, 5, 15} and set(cfg.evaluation.shots) == {1, 5}
     else:
         assert cfg.data.source == "synthetic"
+
+
+def _run_json(out: Path) -> dict:
+    return json.loads((out / "run.json").read_text())
+
+
+def _computed(out: Path) -> set[str]:
+    """Phases this attempt computed itself (neither resumed nor imported)."""
+    run = _run_json(out)
+    return set(run["phase_seconds"]) - set(run["reused_phases"])
+
+
+def test_adding_a_method_to_a_finished_run_computes_only_that_methods_phases(tmp_path):
+    first = tmp_path / "first"
+    main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(first), "--no-progress",
+                                       "methods=[\"centroid_stage1\"]"]))
+    assert _computed(first) == {"stage1", "eval_centroid_stage1"}
+    second = tmp_path / "second"
+    main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(second), "--no-progress",
+                                       "--reuse", str(first), "methods=[\"centroid_stage1\", \"centroid_stage2\"]"]))
+    assert _computed(second) == {"stage2", "eval_centroid_stage2"}
+    assert _run_json(second)["imported_phases"] == {"stage1": str(first), "eval_centroid_stage1": str(first)}
+    # the imported stage-1 checkpoint came along, so stage 2 could start from it
+    assert (second / "two_stage" / "stage1" / "best.pt").is_file()
+    a, b = (pd.read_csv(d / "per_class.csv") for d in (first, second))
+    assert a["centroid_stage1/top1"].equals(b["centroid_stage1/top1"])
+    assert b["centroid_stage2/top1"].notna().any()
+
+
+def test_a_changed_upstream_setting_recomputes_exactly_what_depends_on_it(smoke_run, tmp_path):
+    out = tmp_path / "changed"
+    main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(out), "--no-progress",
+                                       "--reuse", str(smoke_run), "stage2.epochs=1"]))
+    # stage 2 feeds the two-stage tail scores (read from the stage-2 phase) and centroid_stage2 only
+    assert _computed(out) == {"stage2", "eval_centroid_stage2"}
+    before, after = (pd.read_csv(d / "per_class.csv") for d in (smoke_run, out))
+    for method in ("centroid_stage1", "protonet", "protonet_all", "baseline_centroid"):
+        assert before[f"{method}/top1"].equals(after[f"{method}/top1"]), method
+    tail = after["group"] == "tail"
+    assert not before.loc[tail, "centroid_stage2/top1"].equals(after.loc[tail, "centroid_stage2/top1"])
+    # an evaluation-only change recomputes the evaluations and no training phase
+    again = tmp_path / "eval_only"
+    main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(again), "--no-progress",
+                                       "--reuse", str(smoke_run), "evaluation.kshot_draws=1"]))
+    assert _computed(again) == {p for p in _run_json(smoke_run)["phase_seconds"] if p.startswith("eval_")}
+
+
+def test_a_run_folder_from_before_phase_keys_resumes_without_retraining(smoke_run, tmp_path):
+    """Folders written before the method registry: unkeyed phase files, one "two_stage" phase, no
+    phase_keys in run.json. Resuming one recomputes nothing that was trained."""
+    import torch
+
+    out = tmp_path / "legacy"
+    shutil.copytree(smoke_run, out)
+    (out / "summary.json").unlink()
+    phases = out / "phases"
+    stages = tuple(torch.load(phases / f"{s}.pt", weights_only=False)["result"] for s in ("stage1", "stage2"))
+    torch.save({"result": stages, "seconds": 1.0}, phases / "two_stage.pt")
+    (phases / "stage1.pt").unlink()
+    (phases / "stage2.pt").unlink()
+    for f in phases.glob("*.pt"):
+        saved = torch.load(f, weights_only=False)
+        saved.pop("key", None)
+        torch.save(saved, f)
+    run = _run_json(out)
+    for field in ("phase_keys", "imported_phases"):
+        run.pop(field)
+    (out / "run.json").write_text(json.dumps(run))
+    checkpoints = {p: p.stat().st_mtime_ns for p in out.rglob("best.pt")}
+    main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("best.pt")} == checkpoints  # nothing retrained
+    assert (out / "per_class.csv").read_bytes() == (smoke_run / "per_class.csv").read_bytes()
+    assert (out / "summary.json").read_bytes() == (smoke_run / "summary.json").read_bytes()

@@ -99,56 +99,69 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
               "frequent classes in train, tail = the other classes with train images. Macro = mean over classes "
               "with test images; micro = over test images.", ""]
     for group in ("head", "tail"):
-        results = summary["transfer"][group]
-        if not results:
-            continue
-        n_way = len(per_class[per_class["group"] == group])
-        header = "| method | macro top-1 | macro top-5 | micro top-1 | micro top-5 |"
-        sep = "|---|---:|---:|---:|---:|"
-        if group == "tail":
-            header += " Many | Medium | Few |"
-            sep += "---:|---:|---:|"
-        lines += [f"## Transfer, {group} classes ({n_way}-way)", "", header, sep]
-        for method, r in results.items():
-            row = (f"| {method} | {_pct(r['macro_top1'])} | {_pct(r['macro_top5'])} | {_pct(r['micro_top1'])} | "
-                   f"{_pct(r['micro_top5'])} |")
-            if group == "tail":
-                row += " " + " | ".join(_pct(r["buckets"][b]) for b in BUCKETS) + " |"
-            lines.append(row)
-        ref = SEED_REFERENCE[group]
-        pad = " – | – | – |" if group == "tail" else ""
-        lines += [f"| seed, as published | {_pct(ref['published'][0])} | {_pct(ref['published'][1])} | – | – |{pad}",
-                  f"| seed notebook, per-class mean | {_pct(ref['notebook_macro'][0])} | "
-                  f"{_pct(ref['notebook_macro'][1])} | – | – |{pad}", ""]
-        if group == "tail":
-            lines += ["Buckets by train images per class: Many > 100, Medium 20–100, Few < 20 (top-1, macro).", ""]
-    if summary["shots"]:
-        ks = list(next(iter(summary["shots"].values())))
-        lines += ["## Tail macro top-1 with K train images per class as prototypes", "",
-                  "| method | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
-        for method, row in summary["shots"].items():
-            cells = [f"{_pct(row[k]['macro_top1'])} ± {_pct(row[k]['macro_top1_std'])}" if row[k]["draws"] > 1
-                     else _pct(row[k]["macro_top1"]) for k in ks]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines += ["", "K is capped at what a class has; mean ± std over seeded draws; 'all' uses every train image.",
-                  ""]
-    if summary["episodic"]:
-        settings = list(next(iter(summary["episodic"].values())))
-        lines += ["## Episodic protocol, evaluation classes", "",
-                  "| method | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
-        for method, row in summary["episodic"].items():
-            lines.append(f"| {method} | " + " | ".join(
-                f"{_pct(row[s]['mean'])} ± {_pct(row[s]['ci95'])}" for s in settings) + " |")
-        lines.append("| best published (Conv4 ProtoNet) | " + " | ".join(
-            f"{PUBLISHED_EPISODIC[s]:.1f}" if s in PUBLISHED_EPISODIC else "–" for s in settings) + " |")
-        n_eps = next(iter(next(iter(summary["episodic"].values())).values()))["n_episodes"]
-        lines += ["", f"Mean accuracy ± 95% confidence interval over {n_eps} seeded episodes (15 queries per class).",
-                  ""]
-    lines += _worst_classes(per_class)
+        lines += _transfer_table(group, summary["transfer"][group], per_class)
+    lines += _shots_table(summary["shots"]) + _episodic_table(summary["episodic"]) + _worst_classes(per_class)
     lines += ["## Phases", "", "| phase | seconds | reused |", "|---|---:|---|"]
     for name, seconds in run["phase_seconds"].items():
-        lines.append(f"| {name} | {seconds:.0f} | {'yes' if name in run['reused_phases'] else ''} |")
+        how = "from " + run["imported_phases"][name] if name in run.get("imported_phases", {}) else "yes"
+        lines.append(f"| {name} | {seconds:.0f} | {how if name in run['reused_phases'] else ''} |")
     return "\n".join(lines) + "\n"
+
+
+def _transfer_table(group: str, results: dict, per_class: pd.DataFrame) -> list[str]:
+    if not results:
+        return []
+    n_way = len(per_class[per_class["group"] == group])
+    header = "| method | macro top-1 | macro top-5 | micro top-1 | micro top-5 |"
+    sep = "|---|---:|---:|---:|---:|"
+    if group == "tail":
+        header += " Many | Medium | Few |"
+        sep += "---:|---:|---:|"
+    lines = [f"## Transfer, {group} classes ({n_way}-way)", "", header, sep]
+    for method, r in results.items():
+        row = (f"| {method} | {_pct(r['macro_top1'])} | {_pct(r['macro_top5'])} | {_pct(r['micro_top1'])} | "
+               f"{_pct(r['micro_top5'])} |")
+        if group == "tail":
+            row += " " + " | ".join(_pct(r["buckets"][b]) for b in BUCKETS) + " |"
+        lines.append(row)
+    ref = SEED_REFERENCE[group]
+    pad = " – | – | – |" if group == "tail" else ""
+    lines += [f"| seed, as published | {_pct(ref['published'][0])} | {_pct(ref['published'][1])} | – | – |{pad}",
+              f"| seed notebook, per-class mean | {_pct(ref['notebook_macro'][0])} | "
+              f"{_pct(ref['notebook_macro'][1])} | – | – |{pad}", ""]
+    if group == "tail":
+        lines += ["Buckets by train images per class: Many > 100, Medium 20–100, Few < 20 (top-1, macro).", ""]
+    return lines
+
+
+def _shots_table(shots: dict) -> list[str]:
+    if not shots:
+        return []
+    ks = list(next(iter(shots.values())))
+    lines = ["## Tail macro top-1 with K train images per class as prototypes", "",
+             "| method | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
+    for method, row in shots.items():
+        cells = [f"{_pct(row[k]['macro_top1'])} ± {_pct(row[k]['macro_top1_std'])}" if row[k]["draws"] > 1
+                 else _pct(row[k]["macro_top1"]) for k in ks]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + ["", "K is capped at what a class has; mean ± std over seeded draws; 'all' uses every train image.",
+                    ""]
+
+
+def _episodic_table(episodic: dict) -> list[str]:
+    if not episodic:
+        return []
+    settings = list(next(iter(episodic.values())))
+    lines = ["## Episodic protocol, evaluation classes", "",
+             "| method | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
+    for method, row in episodic.items():
+        lines.append(f"| {method} | " + " | ".join(
+            f"{_pct(row[s]['mean'])} ± {_pct(row[s]['ci95'])}" for s in settings) + " |")
+    lines.append("| best published (Conv4 ProtoNet) | " + " | ".join(
+        f"{PUBLISHED_EPISODIC[s]:.1f}" if s in PUBLISHED_EPISODIC else "–" for s in settings) + " |")
+    n_eps = next(iter(next(iter(episodic.values())).values()))["n_episodes"]
+    return lines + ["", f"Mean accuracy ± 95% confidence interval over {n_eps} seeded episodes (15 queries per "
+                        "class).", ""]
 
 
 def _worst_classes(per_class: pd.DataFrame, n: int = 5, min_test: int = 5) -> list[str]:

@@ -15,7 +15,7 @@ from benchmarks.embeddings import EMBEDDINGS, EpisodicSplit, get_embedding, trai
 from benchmarks.methods import BenchmarkMethod
 from fewshot.config import to_dict
 from fewshot.data.protocols import EpisodicProtocol
-from fewshot.evaluation import episodic_class_accuracy, episodic_eval
+from fewshot.evaluation import episodic_class_accuracy, episodic_eval, evaluate_episodes
 from fewshot.methods import NearestCentroid
 from fewshot.sampling import EpisodeSampler
 from fewshot.utils.seeding import derive_seed
@@ -40,11 +40,11 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
         name = f"eval_episodic_{method.name}"
         key = ctx.phase_key(name, inputs, [ctx.phases.keys[emb.phase]])
         out["episodic"][method.name], out["class_accuracy"][method.name] = ctx.phases.run(
-            name, key, lambda: evaluate_episodes(ctx, method, str(ctx.out / emb.checkpoint), split))
+            name, key, lambda: evaluate_method(ctx, method, str(ctx.out / emb.checkpoint), split))
     return out
 
 
-def evaluate_episodes(ctx: RunContext, method: BenchmarkMethod, checkpoint: str,
+def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str,
                       split: EpisodicSplit) -> tuple[dict, dict]:
     """Embed the background training images (for CL2N's base mean) and the evaluation images with
     ``checkpoint``'s backbone, then every way x shot setting on the same seeded episodes."""
@@ -79,4 +79,7 @@ def _score_setting(ctx: RunContext, method: BenchmarkMethod, feats: torch.Tensor
         result = episodic_eval(feats, labels, sampler, device=ctx.cfg.device, progress=False, **kwargs)
         per_label = episodic_class_accuracy(feats, labels, sampler, **kwargs) if want_classes else None
         return result.summary(), per_label
-    raise NotImplementedError("generic episodic evaluation: pending")
+    # The generic path fits a fresh copy of the method on every episode's support set.
+    result = evaluate_episodes(lambda: method.head(ctx.cfg, base_mean), feats, labels, sampler,
+                               device=ctx.cfg.device, progress=False)
+    return result.summary(), result.class_accuracy if want_classes else None

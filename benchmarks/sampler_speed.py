@@ -1,11 +1,12 @@
 """Episodes per second of this sampler and evaluator against learn2learn's Taskset and easyfsl's TaskSampler.
 
-    python -m benchmarks.sampler_speed [--repeats 3] [--seconds 0.6] [--threads 1] [--out FILE]
+    python -m benchmarks.sampler_speed [--repeats 3] [--seconds 0.6] [--threads 1] [--out DIR]
 
 Every row runs on the same in-memory data (64-d float features; 5-way 5-shot 15-query), side by side in
 one process, and the repeats are interleaved row by row so that a change in machine load hits every row
 alike. The anchors are optional: a missing one is reported, never an error. The table is written
-atomically to ``benchmarks/results/sampler_speed.md`` (``--out``); the last line printed is
+atomically to ``sampler_speed.md`` in a fresh ``runs/sampler_speed-<UTC timestamp>/`` folder, or in
+``--out DIR``: ``--out benchmarks/results`` refreshes the committed table. The last line printed is
 ``ratio_vs_best_anchor=<x>`` (loaded episodes/s of ours over the best anchor's, the smallest over the datasets).
 
 The anchors are not project dependencies (learn2learn's PyPI sdist does not build on Python 3.11 and
@@ -13,8 +14,9 @@ pins numpy<2 through qpth). The committed table was made in a separate venv: ``p
 torch==2.14.1 torchvision==0.29.1 numpy pandas tqdm cython``; easyfsl 1.5.0 with ``--no-deps``;
 learn2learn 0.2.0 from its sdist after ``cython -3`` on its three ``.pyx`` files, installed with
 ``--no-deps`` plus what its import needs (requests, gym, scipy; not qpth); then ``PYTHONPATH=<repo>
-python -m benchmarks.sampler_speed``. easyfsl's TaskSampler calls ``Sampler.__init__(data_source=None)``,
-which torch 2.14 rejects; :class:`_AcceptsDataSource` works around it in this script only.
+python -m benchmarks.sampler_speed --out benchmarks/results``. easyfsl's TaskSampler calls
+``Sampler.__init__(data_source=None)``, which torch 2.14 rejects; :class:`_AcceptsDataSource` works around
+it in this script only.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from benchmarks.outdir import OUT_HELP, output_folder
 from fewshot import EpisodeSampler
 from fewshot.evaluation import episodic_eval
 from fewshot.utils.io import atomic_write_text
@@ -58,7 +61,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=0.6, help="target duration of one measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every row")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/sampler_speed.md", help="'' to skip writing")
+    parser.add_argument("--out", default=None, help=OUT_HELP)
     return parser
 
 
@@ -368,8 +371,10 @@ def main(args: argparse.Namespace) -> float | None:
         tables += table
     ratios, headline = ratio_lines(tables, args.datasets)
     text = render(tables, missing, ratios, headline, args, (load_before, os.getloadavg()[0]))
-    if args.out:
-        atomic_write_text(args.out, text)
+    folder = output_folder("sampler_speed", args.out)
+    if folder is not None:
+        atomic_write_text(folder / "sampler_speed.md", text)
+        print(f"wrote {folder / 'sampler_speed.md'}", file=sys.stderr)  # stdout's last line stays the ratio
     print(text, end="")  # its last line is ratio_vs_best_anchor=<x>
     return headline
 

@@ -7,7 +7,8 @@ trainer side is :func:`fewshot.training.fit` over synthetic uint8 images (gather
 tensor, augmentation, normalisation, loss, schedule, progress bookkeeping), the pure side feeds a fixed
 random float tensor. Rounds alternate which side goes first to cancel drift on a noisy machine. Prints a
 table and ``ratio=<trainer / pure>``, then absolute forward+backward(+step) and forward-only images/s of
-other backbones, and writes it all to ``benchmarks/results/train_speed.md`` (atomically).
+other backbones, and writes it all (atomically) to ``train_speed.md`` in a fresh ``runs/train_speed-<UTC
+timestamp>/`` folder, or in ``--out DIR``: ``--out benchmarks/results`` refreshes the committed table.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.outdir import OUT_HELP, output_folder
 from fewshot.images.inference import autocast, autocast_dtype
 from fewshot.models.backbones import create_backbone
 from fewshot.models.classifier import Classifier
@@ -52,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="benchmarks/results/train_speed.md", help="'' to write nothing")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     return p
 
 
@@ -101,21 +103,51 @@ def _model(name: str, classes: int, seed: int, device: torch.device, config: Tra
 
 
 def main(args: argparse.Namespace) -> dict:
+    """Measure, print the report and write it to ``train_speed.md`` in the output folder (see the module
+    docstring); returns the numbers, and ``path``: the file written (None with ``--out ''``)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     device = resolve_device(args.device)
-    size, batch = (args.height, args.width), args.batch_size
-    config = TrainConfig(epochs=1, batch_size=batch, val_fraction=0.0, warmup_epochs=0.0, device=str(device),
-                         seed=args.seed, cpu_amp=args.cpu_amp, channels_last=not args.contiguous)
-    if args.no_augment:
-        config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, enabled=False))
+    config = _train_config(args, device)
     rng = np.random.default_rng(args.seed)
-    n = args.steps * batch
-    images = rng.integers(0, 256, (n, *size, 3), dtype=np.uint8)
+    n = args.steps * args.batch_size
+    images = rng.integers(0, 256, (n, args.height, args.width, 3), dtype=np.uint8)
     labels = rng.integers(0, args.classes, n)
     model = _model(args.backbone, args.classes, args.seed, device, config)
     objective = SupervisedObjective(images, labels, np.arange(n), config)
+    rounds = _alternating_rounds(args, model, objective, config, device)
+    # Total images over total time on each side: equal image counts, so a harmonic mean of the rates.
+    agg = {k: statistics.harmonic_mean([r[k] for r in rounds]) for k in ("trainer", "pure")}
+    ratio = agg["trainer"] / agg["pure"]
+    data_ms = _data_path_ms(objective, config, device)
+    absolute = _absolute_rates(args, model, config, device)
+    load = (load_before, os.getloadavg()[0])
+    report = _report(args, device, rounds, agg, ratio, data_ms, absolute, load)
+    print(report)
+    print(f"ratio={ratio:.3f}")
+    folder = output_folder("train_speed", args.out)
+    path = None if folder is None else folder / "train_speed.md"
+    if path is not None:
+        atomic_write_text(path, report)
+        print(f"wrote {path}", file=sys.stderr)  # stdout's last line stays ratio=<x>
+    return {"ratio": ratio, "rounds": rounds, "aggregate": agg, "data_ms_per_batch": data_ms, "absolute": absolute,
+            "path": path}
+
+
+def _train_config(args: argparse.Namespace, device: torch.device) -> TrainConfig:
+    config = TrainConfig(epochs=1, batch_size=args.batch_size, val_fraction=0.0, warmup_epochs=0.0,
+                         device=str(device), seed=args.seed, cpu_amp=args.cpu_amp, channels_last=not args.contiguous)
+    if args.no_augment:
+        config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, enabled=False))
+    return config
+
+
+def _alternating_rounds(args: argparse.Namespace, model: torch.nn.Module, objective: SupervisedObjective,
+                        config: TrainConfig, device: torch.device) -> list[dict[str, float]]:
+    """``args.rounds`` rounds of (trainer images/s, pure images/s), the side that goes first alternating,
+    after one unrecorded warm-up round."""
+    size, batch = (args.height, args.width), args.batch_size
     pure = _pure_step_fn(model, config, device, batch, size, args.classes, train=True)
 
     def trainer() -> float:
@@ -134,11 +166,12 @@ def main(args: argparse.Namespace) -> dict:
         rounds.append(got)
         print(f"round {r + 1}: trainer {got['trainer']:.1f} img/s, pure {got['pure']:.1f} img/s, "
               f"ratio {got['trainer'] / got['pure']:.3f}", flush=True)
-    # Total images over total time on each side: equal image counts, so a harmonic mean of the rates.
-    agg = {k: statistics.harmonic_mean([r[k] for r in rounds]) for k in ("trainer", "pure")}
-    ratio = agg["trainer"] / agg["pure"]
+    return rounds
 
-    # The data path alone: gather + augmentation + normalisation of one epoch, no model.
+
+def _data_path_ms(objective: SupervisedObjective, config: TrainConfig, device: torch.device) -> float:
+    """Milliseconds per batch of the data path alone: gather + augmentation + normalisation of one epoch,
+    no model."""
     objective.setup(device, torch.channels_last if config.channels_last else torch.contiguous_format)
     g = torch.Generator().manual_seed(0)
     _sync(device)
@@ -146,8 +179,13 @@ def main(args: argparse.Namespace) -> dict:
     for _ in objective.train_batches(0, g):
         pass
     _sync(device)
-    data_ms = (time.perf_counter() - t0) / objective.steps_per_epoch() * 1000
+    return (time.perf_counter() - t0) / objective.steps_per_epoch() * 1000
 
+
+def _absolute_rates(args: argparse.Namespace, model: torch.nn.Module, config: TrainConfig,
+                    device: torch.device) -> list[dict]:
+    """fwd+bwd+step and forward-only images/s of each ``--absolute`` backbone on random tensors."""
+    size, batch = (args.height, args.width), args.batch_size
     absolute = []
     for name in [s for s in args.absolute.split(",") if s]:
         m = model if name == args.backbone else _model(name, args.classes, args.seed, device, config)
@@ -158,14 +196,7 @@ def main(args: argparse.Namespace) -> dict:
             row[kind] = _images_per_s(step, args.absolute_steps, batch, device)
         absolute.append(row)
         print(f"{name}: fwd+bwd+step {row['fwd+bwd+step']:.1f} img/s, forward {row['forward']:.1f} img/s", flush=True)
-
-    load = (load_before, os.getloadavg()[0])
-    report = _report(args, device, rounds, agg, ratio, data_ms, absolute, load)
-    print(report)
-    print(f"ratio={ratio:.3f}")
-    if args.out:
-        atomic_write_text(args.out, report)
-    return {"ratio": ratio, "rounds": rounds, "aggregate": agg, "data_ms_per_batch": data_ms, "absolute": absolute}
+    return absolute
 
 
 def _report(args, device, rounds, agg, ratio, data_ms, absolute, load) -> str:
@@ -197,7 +228,11 @@ def _report(args, device, rounds, agg, ratio, data_ms, absolute, load) -> str:
                   f"(random tensors, {args.absolute_steps} timed batches after one warm-up)", "",
                   "| backbone | fwd+bwd+SGD step img/s | forward-only (eval, no grad) img/s |", "|---|---|---|",
                   *(f"| {r['backbone']} | {r['fwd+bwd+step']:.1f} | {r['forward']:.1f} |" for r in absolute), ""]
-    lines += [
+    return "\n".join(lines + _machine_lines(device, load))
+
+
+def _machine_lines(device: torch.device, load: tuple[float, float]) -> list[str]:
+    return [
         "## Machine",
         "",
         f"- device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
@@ -207,11 +242,9 @@ def _report(args, device, rounds, agg, ratio, data_ms, absolute, load) -> str:
         f"- command: `{' '.join(['python -m benchmarks.train_speed', *sys.argv[1:]])}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"- 1-minute load average at start / end: {load[0]:.2f} / {load[1]:.2f} (other busy processes on a "
-        "small machine distort every number here: with 2 torch threads on 2 cores, one competing process "
-        "made tiny ops up to 40x slower and large ones about 2x)",
+        "small machine distort every number here, tiny ops most)",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _cpu_model() -> str:

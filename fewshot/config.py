@@ -16,7 +16,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -141,6 +141,15 @@ def _coerce(value: Any, tp: Any, key: str, where: str, cli: bool = False) -> Any
         raise bad(f"one of {', '.join(repr(a) for a in args)}")
     if cli and isinstance(value, str) and tp not in (str, Path):
         value = _parse_cli_value(value, tp)
+    if tp in (bool, int, float, str, Path):
+        return _coerce_scalar(value, tp, bad)
+    if origin in (tuple, list, dict) or tp is dict:
+        return _coerce_collection(value, tp, key, where, bad)
+    raise ConfigError(f"{where}: {key} has a field type {_type_name(tp)} that configs do not support")
+
+
+def _coerce_scalar(value: Any, tp: type, bad: Callable[[str], ConfigError]) -> Any:
+    """``value`` as a bool, int, float, str or Path (``tp``); ints pass as floats, bools as nothing else."""
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -153,10 +162,14 @@ def _coerce(value: Any, tp: Any, key: str, where: str, cli: bool = False) -> Any
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise bad("a number")
-    if tp in (str, Path):
-        if isinstance(value, (str, Path)):
-            return tp(value)
-        raise bad("a string")
+    if isinstance(value, (str, Path)):
+        return tp(value)
+    raise bad("a string")
+
+
+def _coerce_collection(value: Any, tp: Any, key: str, where: str, bad: Callable[[str], ConfigError]) -> Any:
+    """``value`` as a fixed tuple, a variadic tuple, a list or a dict of ``tp``, items coerced one by one."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise bad(f"a list ({_type_name(tp)})")
@@ -167,12 +180,10 @@ def _coerce(value: Any, tp: Any, key: str, where: str, cli: bool = False) -> Any
         item_tp = args[0] if args else Any
         items = [_coerce(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, Mapping):
-            raise bad("a table")
-        val_tp = args[1] if args else Any
-        return {str(k): _coerce(v, val_tp, f"{key}.{k}", where) for k, v in value.items()}
-    raise ConfigError(f"{where}: {key} has a field type {_type_name(tp)} that configs do not support")
+    if not isinstance(value, Mapping):
+        raise bad("a table")
+    val_tp = args[1] if args else Any
+    return {str(k): _coerce(v, val_tp, f"{key}.{k}", where) for k, v in value.items()}
 
 
 def _parse_cli_value(raw: str, tp: Any) -> Any:

@@ -8,7 +8,9 @@ import pytest
 import torch
 import torchvision
 
-from fewshot.models.backbones import BACKBONES, Conv4, ResNet12, create_backbone
+import fewshot.models.backbones as backbones_mod
+from fewshot.models.backbones import Conv4, ResNet12, available_backbones, create_backbone, register_backbone
+from fewshot.models.classifier import Classifier
 
 OUT_DIMS = {"conv4": 960, "resnet12": 640, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
@@ -31,8 +33,56 @@ def offline_hub(tmp_path, monkeypatch):
     return tmp_path / "torch" / "hub" / "checkpoints", calls
 
 
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made by a test vanish with it: the registry is a copy for its duration."""
+    monkeypatch.setattr(backbones_mod, "_FACTORIES", dict(backbones_mod._FACTORIES))
+
+
+class TinyBackbone(torch.nn.Module):
+    """Global average pool + a seeded linear map: images [B, 3, H, W] -> [B, 5]."""
+
+    out_dim = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3, self.out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x.mean(dim=(2, 3)))
+
+
 def test_registry_knows_the_five_backbones():
-    assert set(BACKBONES) == set(OUT_DIMS)
+    assert available_backbones() == tuple(sorted(OUT_DIMS))
+
+
+def test_registered_backbone_is_built_seeded_and_listed(scratch_registry):
+    register_backbone("tiny", TinyBackbone)
+    a, b, c = create_backbone("tiny", seed=1), create_backbone("tiny", seed=1), create_backbone("tiny", seed=2)
+    assert isinstance(a, TinyBackbone) and "tiny" in available_backbones()
+    assert torch.equal(a.proj.weight, b.proj.weight) and not torch.equal(a.proj.weight, c.proj.weight)
+    with torch.no_grad():
+        assert a(torch.zeros(2, 3, 8, 6)).shape == (2, 5)
+
+
+def test_unknown_backbone_error_lists_registered_ones_too(scratch_registry):
+    register_backbone("tiny", TinyBackbone)
+    with pytest.raises(ValueError, match="known: conv4, resnet12, resnet18, resnet34, resnet50, tiny"):
+        create_backbone("resnet9")
+
+
+def test_registering_a_taken_name_needs_overwrite(scratch_registry):
+    with pytest.raises(ValueError, match="'conv4' is already registered; pass overwrite=True"):
+        register_backbone("conv4", TinyBackbone)
+    assert isinstance(create_backbone("conv4"), Conv4)
+    register_backbone("conv4", TinyBackbone, overwrite=True)
+    assert isinstance(create_backbone("conv4"), TinyBackbone)
+
+
+def test_factory_without_out_dim_is_refused_when_built(scratch_registry):
+    register_backbone("no-dim", lambda: torch.nn.Identity())
+    with pytest.raises(TypeError, match="'no-dim'.*without an int out_dim"):
+        create_backbone("no-dim")
 
 
 @pytest.mark.parametrize("name", sorted(OUT_DIMS))
@@ -76,13 +126,57 @@ def test_unknown_backbone_lists_the_known_names():
         create_backbone("resnet9")
 
 
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture
+def cuda_seeding_calls(monkeypatch):
+    """Every call that would reseed a CUDA generator, recorded instead of made."""
+    calls = []
+    for fn in ("manual_seed", "manual_seed_all", "seed", "seed_all"):
+        monkeypatch.setattr(torch.cuda, fn, lambda *a, _fn=fn, **k: calls.append((_fn, a)))
+    return calls
+
+
 @pytest.mark.parametrize("name", ["conv4", "resnet12", "resnet18"])
 def test_initialisation_is_seeded_and_leaves_the_global_rng_alone(name):
     before = torch.get_rng_state()
     a, b, c = create_backbone(name, seed=3), create_backbone(name, seed=3), create_backbone(name, seed=4)
     assert torch.equal(torch.get_rng_state(), before)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert _same_state(a, b)
     assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
+
+
+@pytest.mark.parametrize("name", ["conv4", "resnet12", "resnet18"])
+def test_initial_weights_equal_the_torch_manual_seed_recipe(name):
+    """The weights of a seed are those of the earlier ``fork_rng`` + ``torch.manual_seed`` recipe, so
+    runs (and the smoke benchmark's numbers) made before the fix are reproduced exactly."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        reference = backbones_mod._FACTORIES[name]()
+    model = Classifier(create_backbone(name, seed=5), 7, seed=5)
+    assert _same_state(model.backbone, reference)
+    # The head of the old recipe drew from a fresh seed too, not from where the backbone left off.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        head = torch.nn.Linear(reference.out_dim, 7)
+    assert _same_state(model.head, head)
+
+
+def test_backbone_and_classifier_never_reseed_a_cuda_generator(cuda_seeding_calls):
+    model = Classifier(create_backbone("conv4", seed=1), 3, seed=2)
+    assert cuda_seeding_calls == [] and model.head.out_features == 3
+
+
+def test_classifier_head_is_seeded_and_leaves_the_global_rng_alone():
+    backbone = create_backbone("conv4", seed=0)
+    before = torch.get_rng_state()
+    a, b, c = (Classifier(backbone, 4, seed=s) for s in (1, 1, 2))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(a.head.weight, b.head.weight) and torch.equal(a.head.bias, b.head.bias)
+    assert not torch.equal(a.head.weight, c.head.weight)
 
 
 @pytest.mark.parametrize("name", ["resnet18"])

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from benchmarks import plots
-from benchmarks.methods import get_method, method_names, method_style
+from benchmarks.methods import BenchmarkMethod, get_method, method_names, method_style, register_method, registered
 from benchmarks.run import get_args_parser, main
+from fewshot.methods import FewShotClassifier
 
 SMOKE = Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "smoke.toml"
 EPISODIC_KEYS = {"2w1s", "2w5s", "5w1s", "5w5s"}  # the smoke config's settings (synthetic data has < 15 classes)
@@ -257,3 +258,59 @@ def test_a_run_folder_from_before_phase_keys_resumes_without_retraining(smoke_ru
     assert {p: p.stat().st_mtime_ns for p in out.rglob("best.pt")} == checkpoints  # nothing retrained
     assert (out / "per_class.csv").read_bytes() == (smoke_run / "per_class.csv").read_bytes()
     assert (out / "summary.json").read_bytes() == (smoke_run / "summary.json").read_bytes()
+
+
+class _NearestNeighbour(FewShotClassifier):
+    """A stand-in for a new method file under fewshot/methods/: 1-nearest-neighbour on raw features."""
+
+    def fit(self, support, support_labels):
+        self.support, self.support_labels = support.clone(), support_labels.clone()
+        self.n_classes = self._n_classes(support_labels)
+        return self
+
+    def scores(self, query):
+        import torch
+
+        dist = torch.cdist(query, self.support)  # [q, n]
+        out = torch.full((len(query), self.n_classes), float("-inf"))
+        return out.scatter_reduce(1, self.support_labels.expand(len(query), -1), -dist, "amax")
+
+
+def test_a_new_feature_method_needs_only_a_registration_to_reach_every_result(smoke_run, tmp_path):
+    method = BenchmarkMethod("nearest_neighbour", "1-NN on the stage-1 / background features",
+                             transfer="stage1", episodic="background", head=lambda cfg, base_mean: _NearestNeighbour())
+    out = tmp_path / "nn"
+    with registered(method):
+        main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(out), "--no-progress",
+                                           "--reuse", str(smoke_run), f"methods={json.dumps([*METHODS, method.name])}"]))
+        style = method_style(method.name)
+    assert method.name not in method_names()  # the registration ended with the block
+    assert _computed(out) == {"eval_nearest_neighbour", "eval_episodic_nearest_neighbour"}
+    summary = json.loads((out / "summary.json").read_text())
+    for part in (summary["transfer"]["head"], summary["transfer"]["tail"], summary["shots"], summary["episodic"]):
+        assert method.name in part
+    assert all(0.2 < r["mean"] <= 1 for r in summary["episodic"][method.name].values())  # well above chance
+    # in the episodic table it follows the method on the same embedding (baseline_centroid), as registered
+    assert list(summary["episodic"]) == ["baseline_centroid", method.name, "protonet"]
+    table = pd.read_csv(out / "per_class.csv")
+    assert table[f"{method.name}/top1"].notna().sum() > 20
+    assert style not in [method_style(m) for m in METHODS]
+    assert f"| {method.name} |" in (out / "summary.md").read_text()
+
+
+def test_registering_a_method_twice_or_without_a_head_or_protocol_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register_method(get_method("protonet"))
+    with pytest.raises(ValueError, match="exactly one of head"):
+        BenchmarkMethod("x", "no head", transfer="stage1")
+    with pytest.raises(ValueError, match="runs in no protocol"):
+        BenchmarkMethod("x", "nowhere", head=lambda cfg, m: _NearestNeighbour())
+    with pytest.raises(ValueError, match="unknown method.*known: two_stage, centroid_stage1"):
+        get_method("centroid_stage3")
+
+
+def test_a_config_naming_an_unknown_method_is_refused_with_the_known_names():
+    from benchmarks.config import BenchmarkConfig
+
+    with pytest.raises(ValueError, match="unknown method.*'protonett'.*known: two_stage"):
+        BenchmarkConfig(methods=("protonett",))

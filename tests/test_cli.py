@@ -77,6 +77,7 @@ def test_console_script_entry_point_runs(make_layout):
     assert json.loads(done.stdout)["n_head_test"] == 1
 
 
+@pytest.mark.realdata
 def test_real_summary_json_prints_the_published_counts(real_data, capsys):
     out = _run_json(capsys, "summary", "--data", str(real_data), "--protocol", "transfer", "--json")
     assert (out["n_rows"], out["n_images"], out["n_missing_images"]) == (44_446, 44_072, 374)

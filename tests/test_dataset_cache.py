@@ -191,6 +191,7 @@ def test_interrupt_during_rebuild_never_leaves_an_index_that_describes_other_ima
     assert np.abs(ds.images[1].reshape(-1, 3).mean(0) - np.array([10, 20, 30])).max() < 3
 
 
+@pytest.mark.realdata
 def test_real_cache_builds_once_and_loads_in_under_two_seconds(real_data, tmp_path_factory):
     cache_root = tmp_path_factory.getbasetemp() / "real-cache"
     ds = FashionProducts(real_data, warn=False)

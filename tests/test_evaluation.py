@@ -18,6 +18,8 @@ from fewshot.evaluation import (
     episodic_eval,
     per_class_topk,
     prototype_accuracy,
+    target_ranks,
+    top1_accuracy,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -88,6 +90,42 @@ def test_top5_with_fewer_than_5_classes_is_top_c_and_flagged():
     assert result.k_used == {"top1": 1, "top5": 3}
     assert result.truncated == {"top1": False, "top5": True}
     assert result.micro["top5"] == 1.0
+
+
+@pytest.mark.parametrize("special", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("seed", range(3))
+def test_target_rank_zero_is_exactly_argmax_even_with_nan_and_inf(special, seed):
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 3, (400, 6), generator=gen).float()  # integer scores: many ties
+    scores[torch.rand(scores.shape, generator=gen) < 0.15] = special
+    targets = torch.randint(0, 6, (400,), generator=gen)
+    ranks = target_ranks(scores, targets)
+    torch.testing.assert_close(ranks == 0, scores.argmax(1) == targets, rtol=0, atol=0)
+    # a full ranking: the ranks of all targets of one row are a permutation of 0..C-1
+    row = scores[:1].expand(6, -1)
+    assert sorted(target_ranks(row, torch.arange(6)).tolist()) == list(range(6))
+
+
+@pytest.mark.parametrize("rounded", [False, True])
+@pytest.mark.parametrize("n_classes", [2, 9])
+def test_top1_accuracy_is_the_top1_of_per_class_topk(rounded, n_classes):
+    gen = torch.Generator().manual_seed(n_classes)
+    scores = torch.randn(300, n_classes, generator=gen, dtype=torch.float64)
+    scores = scores.round() if rounded else scores
+    targets = torch.randint(0, n_classes, (300,), generator=gen)
+    targets[targets == 1] = 0  # class 1 has no item: left out of macro
+    table = per_class_topk(scores, targets, ks=(1,))
+    assert top1_accuracy(scores, targets, "micro") == table.micro["top1"]
+    assert top1_accuracy(scores, targets, "macro") == pytest.approx(table.macro["top1"], abs=1e-15)
+
+
+def test_top1_accuracy_is_nan_without_items_and_refuses_unknown_averages():
+    assert math.isnan(top1_accuracy(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), "micro"))
+    assert math.isnan(top1_accuracy(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), "macro"))
+    with pytest.raises(ValueError, match="unknown accuracy kind 'weighted'; known: macro, micro"):
+        top1_accuracy(torch.zeros(2, 2), torch.tensor([0, 1]), "weighted")
+    with pytest.raises(ValueError, match="target 2 is outside 0..1"):
+        top1_accuracy(torch.zeros(2, 2), torch.tensor([0, 2]))
 
 
 @pytest.mark.parametrize(
@@ -296,6 +334,19 @@ def test_prototype_accuracy_breaks_ties_toward_the_lower_way():
     query = torch.ones(1, 2, 2)  # one query per way, equidistant from both
     assert prototype_accuracy(support, query).tolist() == [0.5]
     assert prototype_accuracy(support + 1, query, "cosine").tolist() == [0.5]
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_prototype_accuracy_decides_like_the_methods_exact_scores(distance):
+    from fewshot.methods.functional import centroid_scores
+
+    gen = torch.Generator().manual_seed(0)
+    support = torch.randn(50, 5, 3, 8, generator=gen, dtype=torch.float64)
+    query = torch.randn(50, 5 * 4, 8, generator=gen, dtype=torch.float64)
+    pred = centroid_scores(query, support.mean(2), distance).argmax(-1)  # [E, W*Q], exact scores
+    expected = (pred == torch.arange(5).repeat_interleave(4)).double().mean(1)
+    assert 0 < expected.mean() < 1
+    torch.testing.assert_close(prototype_accuracy(support, query, distance), expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize(("normalize", "distance"), [("none", "euclidean"), ("l2n", "cosine"), ("cl2n", "euclidean")])

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -64,3 +66,36 @@ def test_a_damaged_cache_file_is_rebuilt(images, tmp_path):
     npy.write_bytes(b"garbage")
     again = cached_features(tmp_path / "a.pt", *args, cache_root=tmp_path / "f", device="cpu", progress=False)
     assert torch.equal(first, again)
+
+
+def test_precision_names_the_autocast_dtype_and_device_kind_and_keeps_plain_cpu_fp32():
+    assert features_mod.inference_precision("cpu") == "fp32"  # the key of every earlier CPU fp32 cache
+    assert features_mod.inference_precision("cpu", amp=False) == "fp32"
+    assert features_mod.inference_precision("cpu", cpu_amp=True) == "bf16-cpu"
+
+
+@pytest.mark.parametrize("dtype,name", [(torch.bfloat16, "bf16-cuda"), (torch.float16, "fp16-cuda"),
+                                        (None, "fp32-cuda")])
+def test_precision_on_cuda_follows_what_inference_would_autocast_to(monkeypatch, dtype, name):
+    monkeypatch.setattr(features_mod, "autocast_dtype", lambda device, amp, cpu_amp=False: dtype)
+    assert features_mod.inference_precision(torch.device("cuda")) == name
+
+
+def test_features_computed_at_another_precision_are_never_reused(images, tmp_path, monkeypatch):
+    _checkpoint(tmp_path / "a.pt", seed=1)
+    args = (tmp_path / "a.pt", "conv4", images, "k", np.arange(4))
+    kwargs = dict(cache_root=tmp_path / "f", device="cpu", progress=False)
+    cached_features(*args, **kwargs)
+    computed = []
+    real_extract = features_mod.extract_features
+    monkeypatch.setattr(features_mod, "extract_features", lambda *a, **k: computed.append(k) or real_extract(*a, **k))
+    # As on a GPU with amp: map_images would autocast, so the fp32 features above must not be served.
+    monkeypatch.setattr(features_mod, "autocast_dtype",
+                        lambda device, amp, cpu_amp=False: torch.bfloat16 if amp else None)
+    cached_features(*args, **kwargs)
+    assert len(computed) == 1 and computed[0]["amp"] is True
+    assert len(list((tmp_path / "f").glob("*.npy"))) == 2
+    precisions = sorted(json.loads(p.read_text())["precision"] for p in (tmp_path / "f").glob("*.json"))
+    assert precisions == ["bf16-cpu", "fp32"]
+    cached_features(*args, amp=False, **kwargs)  # no autocast again: the fp32 file is served
+    assert len(computed) == 1

@@ -129,6 +129,26 @@ def test_centroid_scores_broadcast_over_episodes_like_a_loop():
     torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+@pytest.mark.parametrize("leading", [(), (6,), (2, 3)])
+def test_centroid_score_options_keep_each_querys_ranking(distance, leading):
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(*leading, 9, 4, generator=g, dtype=torch.float64) + 0.5
+    p = torch.randn(*leading, 5, 4, generator=g, dtype=torch.float64)
+    exact = centroid_scores(q, p, distance)
+    torch.testing.assert_close(centroid_scores(q, p, distance, classes_first=True), exact.transpose(-1, -2))
+    ranking = centroid_scores(q, p, distance, exact=False, classes_first=True).transpose(-1, -2)
+    # the dropped term is the same for every prototype of a query: |q|^2 (euclidean) or a 1/|q| factor (cosine)
+    qn = q.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(ranking, exact * qn if distance == "cosine" else exact + qn**2)
+    assert torch.equal(ranking.argmax(-1), exact.argmax(-1))
+
+
+def test_centroid_scores_refuse_an_unknown_distance():
+    with pytest.raises(ValueError, match="unknown distance 'manhattan'; known: euclidean, cosine"):
+        centroid_scores(torch.zeros(2, 3), torch.zeros(2, 3), "manhattan", exact=False)
+
+
 def test_episode_loss_is_differentiable_and_counts_correct_queries():
     support = torch.tensor([[0.0, 0.0], [0.2, 0.0], [5.0, 5.0], [5.2, 5.0]], requires_grad=True)
     query = torch.tensor([[0.1, 0.1], [5.0, 4.9], [0.0, 0.3]])

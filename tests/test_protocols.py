@@ -129,6 +129,7 @@ def test_episodic_rejects_overlapping_lists():
         EpisodicProtocol.from_styles(_styles({"A": (20, 0)}), background=("A",), evaluation=("A", "B"))
 
 
+@pytest.mark.realdata
 def test_real_transfer_protocol_counts(real_data):
     ds = FashionProducts(real_data, warn=False)
     assert (ds.n_rows, len(ds), len(ds.missing)) == (44_446, 44_072, 374)
@@ -141,6 +142,7 @@ def test_real_transfer_protocol_counts(real_data):
     assert all("only in test" in why for why in p.excluded.values())
 
 
+@pytest.mark.realdata
 def test_real_episodic_protocol_keeps_classes_with_at_least_20_images(real_data):
     ds = FashionProducts(real_data, warn=False)
     p = EpisodicProtocol.from_styles(ds.styles)

@@ -86,6 +86,7 @@ def test_read_styles_accepts_crlf_line_endings(tmp_path):
     assert df["productDisplayName"].tolist() == ["Brand Men Blue Shirts", "Brand Men Blue Jeans"]
 
 
+@pytest.mark.realdata
 def test_real_styles_has_all_rows_and_the_22_extra_comma_rows(real_data):
     df = read_styles(real_data / "styles.csv")
     assert len(df) == 44_446

@@ -48,6 +48,20 @@ def read_styles(
     if on_bad_rows not in ("raise", "skip"):
         raise ValueError(f"on_bad_rows must be 'raise' or 'skip', got {on_bad_rows!r}")
     path = Path(path)
+    lines = _read_lines(path)
+    records, bad = _parse_rows(path, lines[1:], on_bad_rows)
+    df = _typed_frame(records)
+    df.attrs["source"] = str(path)
+    df.attrs["bad_rows"] = bad
+    if bad:
+        listed = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        warnings.warn(f"{path}: skipped {len(bad)} malformed row(s): {listed}{more}", stacklevel=2)
+    return df
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The file's lines, after checking it exists and starts with the Kaggle header."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such styles.csv; point --data (or FEWSHOT_DATA) at the dataset folder")
     with open(path, encoding="utf-8-sig", newline="") as fh:
@@ -60,13 +74,18 @@ def read_styles(
             f"{path}, line 1: header is {','.join(header)!r}, expected {','.join(COLUMNS)!r}; "
             "is this the Kaggle Fashion Product Images styles.csv?"
         )
+    return lines
 
+
+def _parse_rows(path: Path, rows: list[str], on_bad_rows: str) -> tuple[list[list[str]], list[BadRow]]:
+    """The fields of every well-formed data row (``rows`` start at file line 2), and the malformed ones."""
     records: list[list[str]] = []
     bad: list[BadRow] = []
     first_line_of_id: dict[int, int] = {}
-    for lineno, line in enumerate(lines[1:], start=2):
+    for lineno, line in enumerate(rows, start=2):
         if not line.strip():
             continue  # blank lines (a trailing newline, an editor's extra line) carry no row
+        # Only the first nine commas separate fields: productDisplayName may itself contain commas.
         fields = line.split(",", len(COLUMNS) - 1)
         reason = _check(fields, first_line_of_id)
         if reason is not None:
@@ -79,18 +98,15 @@ def read_styles(
             continue
         first_line_of_id[int(fields[0])] = lineno
         records.append(fields)
+    return records, bad
 
+
+def _typed_frame(records: list[list[str]]) -> pd.DataFrame:
     df = pd.DataFrame(records, columns=list(COLUMNS))
     df["id"] = df["id"].astype("int64")
     df["year"] = pd.array([int(y) if y.strip() else None for y in df["year"]], dtype="Int64")
     for col in _TEXT_COLUMNS:
         df[col] = df[col].str.strip().replace("", pd.NA).astype("string")
-    df.attrs["source"] = str(path)
-    df.attrs["bad_rows"] = bad
-    if bad:
-        listed = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:10])
-        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-        warnings.warn(f"{path}: skipped {len(bad)} malformed row(s): {listed}{more}", stacklevel=2)
     return df
 
 

@@ -1,8 +1,13 @@
 """Fast episodic evaluation of a nearest-prototype classifier on cached features.
 
 Thousands of episodes per chunk: the sampler draws a chunk's indices in one vectorised call, features
-are gathered once per chunk, and prototypes, distances and accuracies are batched tensor operations
-(see :mod:`fewshot.evaluation.prototypes` for the maths and its papers).
+are gathered once per chunk, and prototypes, distances and accuracies are batched tensor operations.
+Prototypes are class means of the support features (Snell, Swersky & Zemel 2017, "Prototypical Networks
+for Few-shot Learning"); features may first be L2-normalised, or centred on the base classes' mean and
+then L2-normalised (CL2N, Wang et al. 2019, "SimpleShot"). The score maths is
+:func:`fewshot.methods.functional.centroid_scores`, the one the methods use, so this path decides like
+``NearestCentroid`` / ``ProtoNet`` run through :func:`fewshot.evaluation.generic.evaluate_episodes`
+(tested episode by episode), only faster.
 """
 from __future__ import annotations
 
@@ -15,15 +20,19 @@ import torch
 from tqdm.auto import tqdm
 
 from fewshot.evaluation.functional import episodic_accuracy
-from fewshot.evaluation.prototypes import DISTANCES, normalize_features, prototype_accuracy
-from fewshot.methods.functional import centroid_scores
+from fewshot.methods.functional import DISTANCES, centroid_scores, normalize_features
 from fewshot.sampling.fixed import EpisodeSampler
 from fewshot.utils.device import resolve_device
 
 
 @dataclass(frozen=True)
 class EpisodicResult:
-    """accuracies: [n_episodes] fraction of correct queries per episode; mean and ci95 over them."""
+    """accuracies: [n_episodes] fraction of correct queries per episode; mean and ci95 over them.
+
+    class_accuracy: {dataset label: fraction of that class's queries classified correctly} over the
+    episodes (classes never drawn are absent), when the evaluator computed it (the generic one does;
+    ``episodic_eval`` leaves it None, see :func:`episodic_class_accuracy`).
+    """
 
     accuracies: np.ndarray
     mean: float
@@ -31,6 +40,7 @@ class EpisodicResult:
     n_way: int
     n_shot: int
     n_query: int
+    class_accuracy: dict[int, float] | None = None
 
     def summary(self) -> dict[str, float]:
         return {"mean": self.mean, "ci95": self.ci95, "n_episodes": len(self.accuracies)}
@@ -54,7 +64,7 @@ def episodic_eval(
     Args:
         features: [n, d] cached features, one row per item of ``labels``; labels: [n], the ones the sampler
             was built on (checked). normalize / base_mean / distance: see :func:`normalize_features` and
-            :func:`prototype_accuracy`. device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+            :func:`centroid_scores`. device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         chunk_size: episodes per batched step (default: about 16 MB of gathered features, enough to
             amortise the per-step overhead).
         prefetch: draw the next chunk's indices in a background thread (numpy releases the GIL) while
@@ -85,9 +95,10 @@ def episodic_eval(
 
 
 def _check_inputs(
-    features: torch.Tensor, labels: np.ndarray | torch.Tensor, sampler: EpisodeSampler, distance: str
+    features: torch.Tensor, labels: np.ndarray | torch.Tensor, sampler: EpisodeSampler, distance: str | None = None
 ) -> np.ndarray:
-    """The checks both evaluators share; returns ``labels`` as a numpy array."""
+    """The checks the episodic evaluators share (``distance=None``: no distance to check); returns ``labels``
+    as a numpy array."""
     if not isinstance(sampler, EpisodeSampler):
         raise ValueError(f"episodic evaluation needs a fixed-shape EpisodeSampler, got {type(sampler).__name__}")
     if features.ndim != 2 or features.shape[0] != len(sampler.labels):
@@ -97,7 +108,7 @@ def _check_inputs(
     labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if not np.array_equal(labels, sampler.labels):
         raise ValueError("labels differ from the labels the sampler was built on; build the sampler on these labels")
-    if distance not in DISTANCES:
+    if distance is not None and distance not in DISTANCES:
         raise ValueError(f"distance={distance!r} is not one of {DISTANCES}")
     return labels
 
@@ -141,23 +152,75 @@ def episodic_class_accuracy(
 ) -> dict[int, float]:
     """Accuracy of each class's queries over the sampler's episodes (current epoch): {label: fraction}.
 
-    The same nearest-prototype decisions as :func:`episodic_eval` (same episodes, normalisation and
-    distance), counted per class instead of per episode; classes never drawn are absent. Since every way
-    has ``n_query`` queries, the query-weighted mean of these equals ``episodic_eval(...).mean``.
+    The same nearest-prototype decisions as :func:`episodic_eval` (same episodes, normalisation, distance
+    and kernel), counted per class instead of per episode; classes never drawn are absent. Since every
+    way has ``n_query`` queries, the query-weighted mean of these equals ``episodic_eval(...).mean``.
     """
-    labels_t = torch.as_tensor(_check_inputs(features, labels, sampler, distance), dtype=torch.long)
+    labels = _check_inputs(features, labels, sampler, distance)
     feats = normalize_features(features, normalize, base_mean)
     way, shot, n_query = sampler.n_way, sampler.n_shot, sampler.n_query
-    n_classes = int(labels_t.max()) + 1
-    hits = torch.zeros(n_classes, dtype=torch.float64)
-    seen = torch.zeros(n_classes, dtype=torch.float64)
+    tally = ClassTally(labels, way, shot, n_query)
     target = torch.arange(way).repeat_interleave(n_query)
-    for _, count, s_idx, q_idx in _index_chunks(sampler, chunk_size, prefetch=False):
-        support = feats[s_idx].view(count, way, shot, -1)
-        query = feats[q_idx].view(count, way * n_query, -1)
-        scores = centroid_scores(query, support.mean(2), distance)  # [E, W*Q, W]
-        correct = (scores.argmax(-1) == target).double()
-        query_class = labels_t[s_idx.view(count, way, shot)[:, :, 0]].repeat_interleave(n_query, dim=1)
-        hits.index_add_(0, query_class.reshape(-1), correct.reshape(-1))
-        seen.index_add_(0, query_class.reshape(-1), torch.ones_like(correct).reshape(-1))
-    return {int(c): float(hits[c] / seen[c]) for c in torch.nonzero(seen).flatten().tolist()}
+    with torch.inference_mode():
+        for _, count, s_idx, q_idx in _index_chunks(sampler, chunk_size, prefetch=False):
+            support = feats[s_idx].view(count, way, shot, -1)
+            query = feats[q_idx].view(count, way * n_query, -1)
+            tally.add(s_idx, prototype_predictions(support, query, distance) == target)
+    return tally.result()
+
+
+class ClassTally:
+    """Running per-class hit counts of episodic queries, keyed by dataset label.
+
+    ``add(s_idx, correct)`` takes a chunk's support indices [E * W * S] (way by way, as
+    :func:`_index_chunks` yields them; a way's class is its first support item's label) and ``correct``
+    [E, W * Q] bool, queries way by way.
+    """
+
+    def __init__(self, labels: np.ndarray, n_way: int, n_shot: int, n_query: int) -> None:
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query
+        n_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
+        self.hits = torch.zeros(n_classes, dtype=torch.float64)
+        self.seen = torch.zeros(n_classes, dtype=torch.float64)
+
+    def add(self, s_idx: torch.Tensor, correct: torch.Tensor) -> None:
+        count = correct.shape[0]
+        way_class = self.labels[s_idx.cpu().view(count, self.n_way, self.n_shot)[:, :, 0]]  # [E, W]
+        query_class = way_class.repeat_interleave(self.n_query, dim=1).reshape(-1)
+        correct = correct.reshape(-1).to("cpu", torch.float64)
+        self.hits.index_add_(0, query_class, correct)
+        self.seen.index_add_(0, query_class, torch.ones_like(correct))
+
+    def result(self) -> dict[int, float]:
+        return {int(c): float(self.hits[c] / self.seen[c]) for c in torch.nonzero(self.seen).flatten().tolist()}
+
+
+def prototype_predictions(support: torch.Tensor, query: torch.Tensor, distance: str = "euclidean") -> torch.Tensor:
+    """Nearest-prototype way of each query of a batch of episodes: [E, W * Q] int64.
+
+    support: [E, W, S, d]; query: [E, W * Q, d]. A way's prototype is the mean of its support; the scores
+    are :func:`centroid_scores`'s ranking scores (``exact=False``) in the classes-first layout [E, W, W * Q]
+    so that the max runs across rows. Ties go to the lower way index, as ``argmax`` breaks them.
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance={distance!r} is not one of {DISTANCES}")
+    n_ep, way = support.shape[0], support.shape[1]
+    if query.ndim != 3 or query.shape[0] != n_ep or query.shape[1] % way:
+        raise ValueError(f"query must be [{n_ep}, {way} * n_query, d], got {tuple(query.shape)}")
+    scores = centroid_scores(query, support.mean(dim=2), distance, exact=False, classes_first=True)
+    return scores.max(dim=1).indices  # first maximum on ties
+
+
+def prototype_accuracy(support: torch.Tensor, query: torch.Tensor, distance: str = "euclidean") -> torch.Tensor:
+    """Nearest-prototype accuracy of a batch of episodes.
+
+    support: [E, W, S, d]; query: [E, W * Q, d], way by way (the first Q queries have label 0, ...).
+    Returns [E] float64: the fraction of each episode's queries whose nearest prototype (the mean of
+    its way's support; squared Euclidean distance or cosine) is their own way's; see
+    :func:`prototype_predictions`.
+    """
+    pred = prototype_predictions(support, query, distance)
+    way = support.shape[1]
+    target = torch.arange(way, device=query.device).repeat_interleave(query.shape[1] // way)
+    return (pred == target).sum(dim=1).to(torch.float64) / query.shape[1]

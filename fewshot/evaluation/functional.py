@@ -1,4 +1,4 @@
-"""Per-class top-k accuracy and episodic confidence intervals as pure functions."""
+"""Per-class top-k accuracy, top-1 macro/micro accuracy and episodic confidence intervals as pure functions."""
 from __future__ import annotations
 
 import math
@@ -10,8 +10,11 @@ import torch
 from fewshot.evaluation.result import TopKResult
 
 
-def check_scores(scores: torch.Tensor, targets: torch.Tensor, num_classes: int | None = None) -> None:
-    """Raise ``ValueError`` unless scores [n, C] (finite floats) and targets [n] (ints in 0..C-1) match."""
+def check_scores(
+    scores: torch.Tensor, targets: torch.Tensor, num_classes: int | None = None, *, finite: bool = True
+) -> None:
+    """Raise ``ValueError`` unless scores [n, C] (floats, finite unless ``finite=False``) and targets [n]
+    (ints in 0..C-1) match."""
     if scores.ndim != 2:
         raise ValueError(f"scores must be [n_items, n_classes], got shape {tuple(scores.shape)}")
     if num_classes is not None and scores.shape[1] != num_classes:
@@ -25,7 +28,7 @@ def check_scores(scores: torch.Tensor, targets: torch.Tensor, num_classes: int |
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= scores.shape[1]):
         bad = targets[(targets < 0) | (targets >= scores.shape[1])][0]
         raise ValueError(f"target {int(bad)} is outside 0..{scores.shape[1] - 1} (the columns of scores)")
-    if not bool(torch.isfinite(scores).all()):
+    if finite and not bool(torch.isfinite(scores).all()):
         raise ValueError("scores contain NaN or inf; check the model's outputs before evaluating")
 
 
@@ -33,12 +36,20 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of each item's target among its scores: [n] int64.
 
     Ties are broken toward the lower class index, exactly as ``argmax`` breaks them, so ``rank == 0`` iff
-    ``scores.argmax(1) == targets``, and constant scores cannot score 100%.
+    ``scores.argmax(1) == targets``, and constant scores cannot score 100%. NaN ranks above every number,
+    as ``argmax`` and ``sort`` rank it (so a NaN score is never silently a hit for another class).
     """
     target_score = scores.gather(1, targets[:, None])
     above = (scores > target_score).sum(dim=1)
     cols = torch.arange(scores.shape[1], device=scores.device)
-    tied_before = ((scores == target_score) & (cols[None, :] < targets[:, None])).sum(dim=1)
+    before = cols[None, :] < targets[:, None]
+    tied_before = ((scores == target_score) & before).sum(dim=1)
+    nan = torch.isnan(scores)
+    if bool(nan.any()):
+        # Every comparison with NaN is False: a NaN target would rank first, a NaN elsewhere never above.
+        target_nan = torch.isnan(target_score[:, 0])
+        above = torch.where(target_nan, 0, above + nan.sum(dim=1))
+        tied_before = torch.where(target_nan, (nan & before).sum(dim=1), tied_before)
     return above + tied_before
 
 
@@ -80,6 +91,28 @@ def per_class_topk(
     check_scores(scores, targets)
     counts, hits = topk_counts(scores, targets, ks)
     return TopKResult.from_counts(counts, hits, ks, class_names)
+
+
+def top1_accuracy(scores: torch.Tensor, targets: torch.Tensor, average: str = "macro") -> float:
+    """Top-1 accuracy of scores [n, C] against targets [n] int in 0..C-1, a hit being ``argmax == target``
+    (ties to the lower class index, NaN above every number: :func:`target_ranks`).
+
+    ``average``: ``"micro"``, the fraction of items; ``"macro"``, the mean over the classes present in
+    ``targets`` of their accuracy (classes without items are left out, as in :func:`per_class_topk`).
+    NaN when there are no items. Non-finite scores are scored, not refused: a validation pass must not
+    stop a run, and ``argmax`` would score them too.
+    """
+    if average not in ("macro", "micro"):
+        raise ValueError(f"unknown accuracy kind {average!r}; known: macro, micro")
+    targets = torch.as_tensor(targets, device=scores.device)
+    check_scores(scores, targets, finite=False)
+    counts, hits = (t.cpu() for t in topk_counts(scores, targets, (1,)))
+    if average == "micro":
+        return float(hits.sum()) / len(targets) if len(targets) else math.nan
+    present = counts > 0
+    # float64 per-class fractions averaged by torch on the CPU, in class order: the same bits as before
+    # this kernel replaced the trainer's own (the best epoch is chosen on them).
+    return float((hits[0, present].to(torch.float64) / counts[present].to(torch.float64)).mean())
 
 
 def episodic_accuracy(accuracies: Sequence[float] | np.ndarray | torch.Tensor) -> tuple[float, float]:

@@ -143,8 +143,8 @@ def augment_batch(batch: torch.Tensor, cfg: AugmentConfig, generator: torch.Gene
 
 def _to_nchw(batch: torch.Tensor) -> torch.Tensor:
     # Contiguous NCHW so the model sees one layout on every path (callers ask for channels_last where it
-    # pays, on CUDA). Transposing the uint8 bytes, then converting, is ~8x faster on the CPU than
-    # transposing while converting.
+    # pays, on CUDA). The strided transpose copies the 1-byte uint8 values, and only the contiguous result
+    # is converted to float, rather than transposing 4-byte floats while converting.
     return batch.permute(0, 3, 1, 2).contiguous().float()
 
 

@@ -1,8 +1,9 @@
 """A cache of backbone embeddings: computed once per (checkpoint, image cache, rows, precision).
 
 Every nearest-centroid evaluation of a backbone reads the same [n, D] float32 matrix. The file name is a
-hash of the checkpoint's bytes, the image cache's key, the rows embedded and the inference precision, so a
-retrained checkpoint or a changed dataset can never be served stale features: it gets a new file. A file
+hash of the checkpoint's bytes, the image cache's key, the rows embedded and the inference precision (the
+autocast dtype inference actually runs at, and on which device kind), so a retrained checkpoint, a changed
+dataset or a run resumed on another device can never be served stale features: it gets a new file. A file
 that does not match its own metadata is rebuilt. Writes are atomic.
 """
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 import torch
 
 from fewshot.data.cache import default_cache_root
-from fewshot.images.inference import extract_features
+from fewshot.images.inference import autocast_dtype, extract_features
 from fewshot.models.backbones import create_backbone
+from fewshot.utils.device import resolve_device
 from fewshot.utils.io import atomic_open, atomic_write_json
 
 FEATURES_VERSION = 1
@@ -29,6 +31,20 @@ def file_digest(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def inference_precision(device: str | torch.device = "auto", amp: bool = True, cpu_amp: bool = False) -> str:
+    """The precision :func:`fewshot.images.inference.map_images` runs at with these arguments, as a key part:
+    the autocast dtype (fp32 when none) and the device kind, e.g. "bf16-cuda", "fp16-cuda", "bf16-cpu",
+    "fp32-cuda" (cuDNN may still use TF32 there). Plain fp32 on the CPU is just "fp32", the key it had
+    before the device was part of it, so those caches stay valid."""
+    dev = resolve_device(device)
+    dtype = autocast_dtype(dev, amp, cpu_amp)
+    name = "fp32" if dtype is None else _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+    return name if (name, dev.type) == ("fp32", "cpu") else f"{name}-{dev.type}"
 
 
 def features_key(checkpoint_digest: str, image_key: str, indices: np.ndarray, precision: str) -> str:
@@ -47,6 +63,7 @@ def cached_features(
     cache_root: str | os.PathLike | None = None,
     device: str | torch.device = "auto",
     batch_size: int = 256,
+    amp: bool = True,
     cpu_amp: bool = False,
     progress: bool = True,
 ) -> torch.Tensor:
@@ -54,20 +71,22 @@ def cached_features(
     ``checkpoint``; loaded from the cache when present, computed and stored otherwise.
 
     ``image_key``: names the pictures, e.g. ``FashionProducts.cached(...).cache.pixels_sha256``; ``indices`` default
-    to every image. ``cpu_amp`` (bf16 inference on the CPU) changes the numbers, so it is part of the key.
+    to every image. ``amp`` (mixed precision on CUDA) and ``cpu_amp`` (bf16 on the CPU), as
+    :func:`fewshot.images.inference.autocast_dtype` applies them on ``device``, change the numbers, so the
+    precision they give is part of the key (see :func:`inference_precision`).
     """
     indices = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
-    precision = "bf16-cpu" if cpu_amp else "fp32"
+    precision = inference_precision(device, amp, cpu_amp)
     key = features_key(file_digest(checkpoint), image_key, indices, precision)
     folder = Path(cache_root) if cache_root else default_cache_root() / "features"
     path, meta_path = folder / f"{key[:32]}.npy", folder / f"{key[:32]}.json"
     cached = _load(path, meta_path, key, len(indices))
     if cached is not None:
         return cached
-    # NHWC kernels: 2.6x faster ResNet18 inference on this 2-core CPU (bf16), and the trainer's format too.
+    # NHWC: the memory format the trainer uses (TrainConfig.channels_last) and the faster conv kernels.
     model = create_backbone(backbone, checkpoint).to(memory_format=torch.channels_last)
-    feats = extract_features(model, images, indices, batch_size=batch_size, device=device, cpu_amp=cpu_amp,
-                             progress=progress)
+    feats = extract_features(model, images, indices, batch_size=batch_size, device=device, amp=amp,
+                             cpu_amp=cpu_amp, progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as fh:
         np.save(fh, feats.numpy().astype(np.float32))

@@ -62,18 +62,40 @@ def class_means(features: Tensor, labels: Tensor, n_classes: int) -> Tensor:
     return sums / counts.unsqueeze(1).to(features.dtype)
 
 
-def centroid_scores(query: Tensor, prototypes: Tensor, distance: Distance = "euclidean") -> Tensor:
+def centroid_scores(
+    query: Tensor,
+    prototypes: Tensor,
+    distance: Distance = "euclidean",
+    *,
+    exact: bool = True,
+    classes_first: bool = False,
+) -> Tensor:
     """Scores (higher = more likely) of ``query`` [..., q, d] against ``prototypes`` [..., C, d] -> [..., q, C].
 
-    ``"euclidean"``: negative squared Euclidean distance (Snell et al. 2017, Prototypical Networks).
-    ``"cosine"``: cosine similarity.
+    The one place the nearest-prototype score maths lives: the methods' ``scores``, the ProtoNet loss and
+    the fast episodic evaluator all call it. ``"euclidean"``: negative squared Euclidean distance (Snell
+    et al. 2017, Prototypical Networks); ``"cosine"``: cosine similarity (Wang et al. 2019, SimpleShot).
+
+    Args:
+        exact: ``False`` drops the terms that are the same for every prototype of a query: ``|q|^2`` (and
+            the clamp at 0) for euclidean, giving ``2 q.p - |p|^2``; ``1 / |q|`` for cosine, giving
+            ``q.p / |p|``. Each query ranks the prototypes the same way (up to rounding) but the values
+            are no longer distances, so only argmax/top-k may use them; it saves a pass over the queries.
+        classes_first: return [..., C, q]. A reduction over classes (dim -2) then runs across contiguous
+            rows, vectorised, instead of within each short row: the fast evaluator's layout.
     """
-    if distance == "euclidean":
-        # ||q - p||^2 = ||q||^2 - 2 q.p + ||p||^2, one matmul instead of an [q, C, d] difference tensor
-        sq = (query * query).sum(-1, keepdim=True) - 2 * query @ prototypes.transpose(-1, -2)
-        return -(sq + (prototypes * prototypes).sum(-1).unsqueeze(-2)).clamp_min(0)
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; known: {', '.join(DISTANCES)}")
     if distance == "cosine":
-        q = torch.nn.functional.normalize(query, dim=-1)
-        p = torch.nn.functional.normalize(prototypes, dim=-1)
-        return q @ p.transpose(-1, -2)
-    raise ValueError(f"unknown distance {distance!r}; known: {', '.join(DISTANCES)}")
+        prototypes = torch.nn.functional.normalize(prototypes, dim=-1)
+        if exact:
+            query = torch.nn.functional.normalize(query, dim=-1)
+    dots = prototypes @ query.mT if classes_first else query @ prototypes.mT
+    if distance == "cosine":
+        return dots
+    # ||q - p||^2 = ||q||^2 - 2 q.p + ||p||^2: one matmul instead of a [..., q, C, d] difference tensor
+    p_sq = (prototypes * prototypes).sum(-1).unsqueeze(-1 if classes_first else -2)
+    if not exact:
+        return dots.mul_(2).sub_(p_sq)  # in place: dots is ours, and matmul's backward does not need it
+    q_sq = (query * query).sum(-1).unsqueeze(-2 if classes_first else -1)
+    return -(q_sq - 2 * dots + p_sq).clamp_min(0)

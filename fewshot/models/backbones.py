@@ -1,6 +1,7 @@
 """Backbones: a registry of feature extractors, images [B, 3, H, W] (ImageNet-normalised) -> features [B, D].
 
-Every backbone exposes ``out_dim`` (= D). Names: ``resnet18``, ``resnet34``, ``resnet50`` (torchvision,
+Every backbone exposes ``out_dim`` (= D). Built-in names (:func:`available_backbones` lists them with any
+added by :func:`register_backbone`): ``resnet18``, ``resnet34``, ``resnet50`` (torchvision,
 He et al. 2016, classifier replaced by ``Identity``, global average pool kept), ``conv4`` (Vinyals et al.
 2016 / Snell et al. 2017) and ``resnet12`` (Oreshkin et al. 2018, Lee et al. 2019).
 
@@ -18,6 +19,8 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import nn
+
+from fewshot.utils.seeding import seeded_global_rng
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
 
@@ -95,22 +98,52 @@ def _init_weights(module: nn.Module, nonlinearity: str, slope: float = 0.0) -> N
             nn.init.zeros_(m.bias)
 
 
-_FACTORIES: dict[str, Callable[[], nn.Module]] = {
-    "conv4": Conv4,
-    "resnet12": ResNet12,
-    **{name: (lambda name=name: _torchvision_resnet(name)) for name in TORCHVISION_RESNETS},
-}
-BACKBONES = tuple(sorted(_FACTORIES))
+BackboneFactory = Callable[[], nn.Module]
+
+_FACTORIES: dict[str, BackboneFactory] = {}
+
+
+def register_backbone(name: str, factory: BackboneFactory, *, overwrite: bool = False) -> None:
+    """Make ``create_backbone(name)`` build ``factory()``: adding a backbone is this one call.
+
+    ``factory`` takes no argument and returns an ``nn.Module`` mapping images [B, 3, H, W] to features
+    [B, D] with an ``out_dim`` attribute (= D); it is called with the global CPU RNG seeded, so it may
+    initialise with ``torch.nn.init`` as usual. A name already taken is refused unless ``overwrite``.
+    Registrations last for the process (a module that defines a backbone registers it on import)."""
+    if not name or not isinstance(name, str):
+        raise ValueError(f"a backbone name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"the factory for backbone {name!r} must be callable, got {type(factory).__name__}")
+    if name in _FACTORIES and not overwrite:
+        raise ValueError(f"backbone {name!r} is already registered; pass overwrite=True to replace it")
+    _FACTORIES[name] = factory
+
+
+def available_backbones() -> tuple[str, ...]:
+    """The registered backbone names, sorted (the built-in five plus any :func:`register_backbone` added)."""
+    return tuple(sorted(_FACTORIES))
+
+
+register_backbone("conv4", Conv4)
+register_backbone("resnet12", ResNet12)
+for _name in TORCHVISION_RESNETS:
+    register_backbone(_name, lambda name=_name: _torchvision_resnet(name))
+del _name
 
 
 def create_backbone(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0) -> nn.Module:
-    """The backbone ``name`` with ``out_dim``; random init drawn from ``seed`` (the global RNG is left
-    untouched), then ``weights`` loaded: None/"none", "imagenet", or a checkpoint path."""
+    """The backbone ``name`` with ``out_dim``; random init drawn from ``seed``, then ``weights`` loaded:
+    None/"none", "imagenet", or a checkpoint path.
+
+    The initialisation draws from torch's global CPU generator seeded with ``seed`` (the stream
+    ``torch.manual_seed(seed)`` gives), and every global RNG state, CPU and CUDA, is left as it was: see
+    :func:`fewshot.utils.seeding.seeded_global_rng`."""
     if name not in _FACTORIES:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(available_backbones())}")
+    with seeded_global_rng(seed):
         model = _FACTORIES[name]()
+    if not isinstance(getattr(model, "out_dim", None), int):
+        raise TypeError(f"backbone {name!r}: its factory returned a {type(model).__name__} without an int out_dim")
     if weights is None or weights == "none":
         return model
     if weights == "imagenet":

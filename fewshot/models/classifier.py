@@ -4,11 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fewshot.utils.seeding import seeded_global_rng
+
 
 class Classifier(nn.Module):
     """``backbone`` (with ``out_dim``) + linear head: images [B, 3, H, W] -> logits [B, n_classes].
 
-    The head's initialisation is drawn from ``seed`` without touching the global RNG. With
+    The head's initialisation is drawn from ``seed`` (torch's CPU stream for that seed) and leaves every
+    global RNG state, CPU and CUDA, as it was (:func:`fewshot.utils.seeding.seeded_global_rng`). With
     ``freeze_backbone`` (a linear probe) the backbone gets no gradient, stays in eval mode (its BatchNorm
     statistics do not drift) and runs without autograd, so training costs little more than inference."""
 
@@ -16,8 +19,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.freeze_backbone = freeze_backbone
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_global_rng(seed):
             self.head = nn.Linear(backbone.out_dim, n_classes)
         if freeze_backbone:
             backbone.requires_grad_(False)

@@ -27,7 +27,7 @@ def philox4x32(counter: tuple[np.ndarray | int, ...], key: tuple[int, int]) -> t
     """Philox4x32-10 of broadcastable counter words (32-bit values); returns the 4 uint32 output words.
 
     Each round multiplies two words into 64-bit products and reads their high and low halves as
-    uint32 views, so no shift or mask pass is needed (about 1.5x faster than 64-bit shifts and masks).
+    uint32 views, so no shift or mask pass over 64-bit words is needed.
     """
     shape = np.broadcast_shapes((1,), *(np.shape(c) for c in counter))
     c0, c1, c2, c3 = (np.broadcast_to(np.asarray(c).astype(np.uint32), shape) for c in counter)

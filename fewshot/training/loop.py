@@ -32,7 +32,7 @@ from fewshot.images.inference import autocast, autocast_dtype
 from fewshot.training.checkpoint import check_resumable, cpu_state, load_training_state, save_model, save_training_state
 from fewshot.training.optim import build_optimizer, build_scheduler
 from fewshot.utils.device import resolve_device
-from fewshot.utils.seeding import derive_seed
+from fewshot.utils.seeding import derive_seed, seeded_global_rng
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,12 @@ class TrainConfig:
     """Training hyper-parameters (a ``[train]`` table in TOML).
 
     ``amp``: mixed precision on CUDA (bf16, or fp16 with a GradScaler); ``cpu_amp``: bf16 autocast on the
-    CPU too (off by default: fp32 is the reference; measured 1.3-2.4x faster on this AMX CPU);
-    ``channels_last``: NHWC activations on any device (2x faster for conv4/resnet12 on this CPU, equal for
-    resnet18). ``warmup_epochs`` may be fractional. ``class_weights``: "none", "inverse" (the seed's
-    max/count) or "effective" (Cui et al. 2019, ``effective_beta``). ``val_min_per_class``: the fewest
-    validation images a class with >= 2 train images gives up (0 lets the rarest classes keep all their
-    images for training). ``val_metric``: "macro" (mean per-class accuracy, what the benchmark reports on
+    CPU too (off by default: fp32 is the reference; it pays on CPUs with AMX / AVX512-BF16);
+    ``channels_last``: NHWC activations on any device (measured speeds: ``benchmarks/results/train_speed.md``).
+    ``warmup_epochs`` may be fractional. ``class_weights``: "none", "inverse" (the seed's max/count) or
+    "effective" (Cui et al. 2019, ``effective_beta``). ``val_min_per_class``: the fewest validation images
+    a class with >= 2 train images gives up (0 lets the rarest classes keep all their images for
+    training). ``val_metric``: "macro" (mean per-class accuracy, what the benchmark reports on
     rare classes) or "micro"."""
 
     epochs: int = 10
@@ -115,6 +115,20 @@ class FitResult:
     best_state: dict[str, torch.Tensor]
 
 
+@dataclass
+class _Steppers:
+    """What one :func:`fit` call steps besides the model, all of it checkpointed in ``last.pt``; plus
+    the device and precision it runs at and the number of batches per epoch."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    steps: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+
+
 def fit(model: nn.Module, objective: Objective, config: TrainConfig, out_dir: str | Path | None = None, *,
         resume: bool = False, meta: Mapping[str, Any] | None = None, progress: bool = True,
         restore_best: bool = True) -> FitResult:
@@ -124,59 +138,19 @@ def fit(model: nn.Module, objective: Objective, config: TrainConfig, out_dir: st
     continued with ``resume=True`` and is an error otherwise. ``meta`` (e.g. {"backbone": "resnet18"})
     (plain str/int/float/bool/list/dict values) is stored in the checkpoints; ``create_backbone`` checks
     its "backbone" entry. With ``restore_best`` the model ends holding the best epoch's weights."""
-    device = resolve_device(config.device)
-    cuda = device.type == "cuda"
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format)
-    objective.setup(device, memory_format)
-    steps = objective.steps_per_epoch()
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay,
-                                config.nesterov)
-    scheduler = build_scheduler(optimizer, steps * config.epochs, round(config.warmup_epochs * steps))
-    amp_dtype = autocast_dtype(device, config.amp, config.cpu_amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype is torch.float16)
-    generator = torch.Generator().manual_seed(derive_seed(config.seed, "train"))
+    st = _prepare(model, objective, config)
     cfg = dataclasses.asdict(config)
     meta = dict(meta or {})
-    run = {"epoch": 0, "history": [], "best": {"epoch": 0, "score": None, "state": None}}
-
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and (out / "last.pt").exists():
-        if not resume:
-            raise FileExistsError(f"{out / 'last.pt'} exists from an earlier run; pass resume=True (--resume) to "
-                                  "continue it, or choose another output folder")
-        saved = load_training_state(out / "last.pt")
-        check_resumable(out / "last.pt", saved["config"], cfg)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        generator.set_state(saved["generator"])
-        run = {k: saved[k] for k in run}
-
+    run = _resume_run(out, resume, model, st, cfg)
     for epoch in range(run["epoch"], config.epochs):
         t0 = time.perf_counter()
-        row = _train_epoch(model, objective, optimizer, scheduler, scaler, generator, epoch, config,
-                           steps, amp_dtype, device, progress)
-        model.eval()
-        with torch.no_grad(), autocast(device, amp_dtype):
-            score = objective.validate(model)
-        score = None if score is None else float(score)  # numpy scalars would not load with weights_only
+        row = _train_epoch(model, objective, st, epoch, config, progress)
+        score = _validate(model, objective, st)
         row.update(val_score=score, seconds=time.perf_counter() - t0)
-        run["history"].append(row)
-        best = run["best"]
-        improved = best["state"] is None or score is None or (best["score"] is not None and score > best["score"])
-        if improved:
-            run["best"] = best = {"epoch": epoch + 1, "score": score, "state": cpu_state(model)}
-        run["epoch"] = epoch + 1
+        improved = _record_epoch(run, row, model, epoch)
         if out is not None:
-            if improved:  # best.pt first: last.pt must never point at a best that is not on disk
-                save_model(out / "best.pt", best["state"], config=cfg, meta=meta, epoch=best["epoch"],
-                           score=score)
-            save_training_state(out / "last.pt", {
-                **run, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "generator": generator.get_state(), "config": cfg, "meta": meta})
+            _save_checkpoints(out, run, improved, model, st, cfg, meta)
         if progress:
             tqdm.write(_summary(row, config.epochs, improved))
 
@@ -188,48 +162,113 @@ def fit(model: nn.Module, objective: Objective, config: TrainConfig, out_dir: st
     return FitResult(best["epoch"], best["score"], list(run["history"]), best["state"])
 
 
-def _train_epoch(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                 generator: torch.Generator, epoch: int, config: TrainConfig, steps: int,
-                 amp_dtype: torch.dtype | None, device: torch.device, progress: bool) -> dict[str, Any]:
+def _prepare(model: nn.Module, objective: Objective, config: TrainConfig) -> _Steppers:
+    """Move the model and the objective's data to the device; build the optimiser, schedule, scaler and
+    the training generator (seeded from ``config.seed``)."""
+    device = resolve_device(config.device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    objective.setup(device, memory_format)
+    steps = objective.steps_per_epoch()
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay,
+                                config.nesterov)
+    scheduler = build_scheduler(optimizer, steps * config.epochs, round(config.warmup_epochs * steps))
+    amp_dtype = autocast_dtype(device, config.amp, config.cpu_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp_dtype is torch.float16)
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, "train"))
+    return _Steppers(device, amp_dtype, steps, optimizer, scheduler, scaler, generator)
+
+
+def _resume_run(out: Path | None, resume: bool, model: nn.Module, st: _Steppers,
+                cfg: dict[str, Any]) -> dict[str, Any]:
+    """The run record (epochs done, history, best epoch): fresh, or loaded with the model and ``st``
+    from ``out/last.pt`` when ``resume`` allows it."""
+    run = {"epoch": 0, "history": [], "best": {"epoch": 0, "score": None, "state": None}}
+    if out is None or not (out / "last.pt").exists():
+        return run
+    if not resume:
+        raise FileExistsError(f"{out / 'last.pt'} exists from an earlier run; pass resume=True (--resume) to "
+                              "continue it, or choose another output folder")
+    saved = load_training_state(out / "last.pt")
+    check_resumable(out / "last.pt", saved["config"], cfg)
+    model.load_state_dict(saved["model"])
+    st.optimizer.load_state_dict(saved["optimizer"])
+    st.scheduler.load_state_dict(saved["scheduler"])
+    st.scaler.load_state_dict(saved["scaler"])
+    st.generator.set_state(saved["generator"])
+    return {k: saved[k] for k in run}
+
+
+def _validate(model: nn.Module, objective: Objective, st: _Steppers) -> float | None:
+    model.eval()
+    with torch.no_grad(), autocast(st.device, st.amp_dtype):
+        score = objective.validate(model)
+    return None if score is None else float(score)  # numpy scalars would not load with weights_only
+
+
+def _record_epoch(run: dict[str, Any], row: dict[str, Any], model: nn.Module, epoch: int) -> bool:
+    """Append ``row`` to the run's history and keep the model as the best when its score improved
+    (or there is no score: then the latest epoch counts as the best). Returns whether it did."""
+    run["history"].append(row)
+    best, score = run["best"], row["val_score"]
+    improved = best["state"] is None or score is None or (best["score"] is not None and score > best["score"])
+    if improved:
+        run["best"] = {"epoch": epoch + 1, "score": score, "state": cpu_state(model)}
+    run["epoch"] = epoch + 1
+    return improved
+
+
+def _save_checkpoints(out: Path, run: dict[str, Any], improved: bool, model: nn.Module, st: _Steppers,
+                      cfg: dict[str, Any], meta: dict[str, Any]) -> None:
+    if improved:  # best.pt first: last.pt must never point at a best that is not on disk
+        best = run["best"]
+        save_model(out / "best.pt", best["state"], config=cfg, meta=meta, epoch=best["epoch"], score=best["score"])
+    save_training_state(out / "last.pt", {
+        **run, "model": model.state_dict(), "optimizer": st.optimizer.state_dict(),
+        "scheduler": st.scheduler.state_dict(), "scaler": st.scaler.state_dict(),
+        "generator": st.generator.get_state(), "config": cfg, "meta": meta})
+
+
+def _train_epoch(model: nn.Module, objective: Objective, st: _Steppers, epoch: int, config: TrainConfig,
+                 progress: bool) -> dict[str, Any]:
+    """One epoch of optimiser steps; returns its history row (loss, accuracy, lr, throughput)."""
     model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct_sum = torch.zeros((), device=device)
+    loss_sum = torch.zeros((), device=st.device)
+    correct_sum = torch.zeros((), device=st.device)
     n_sum = 0
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
+    bar = tqdm(total=st.steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
                disable=not progress, dynamic_ncols=True)
-    # Layers that draw from the global RNG (dropout) get a stream seeded from the training generator,
-    # inside fork_rng so the caller's global state is untouched.
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices), bar:
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    # Layers that draw from the global RNG (dropout) get a stream seeded from the training generator;
+    # seeded_global_rng puts the caller's CPU and CUDA states back afterwards.
+    seed = int(torch.randint(2**62, (1,), generator=st.generator))
+    with seeded_global_rng(seed, st.device if st.device.type == "cuda" else None), bar:
         t0 = time.perf_counter()
-        for step, batch in enumerate(objective.train_batches(epoch, generator)):
-            with autocast(device, amp_dtype):
+        for step, batch in enumerate(objective.train_batches(epoch, st.generator)):
+            with autocast(st.device, st.amp_dtype):
                 loss, correct, n = objective.loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            st.optimizer.zero_grad(set_to_none=True)
+            st.scaler.scale(loss).backward()
+            st.scaler.step(st.optimizer)
+            st.scaler.update()
+            st.scheduler.step()
             loss_sum += loss.detach().float() * n
             correct_sum += correct
             n_sum += n
             bar.update(1)
-            if step % 10 == 0 or step == steps - 1:
+            if step % 10 == 0 or step == st.steps - 1:
                 mean_loss = loss_sum.item() / n_sum
                 if not math.isfinite(mean_loss):
                     raise FloatingPointError(f"epoch {epoch + 1}, step {step + 1}: the training loss is "
                                              f"{mean_loss}; lower train.lr (now {config.lr}) or the warm-up")
                 bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct_sum.item() / n_sum:.3f}",
                                 img_s=f"{n_sum / (time.perf_counter() - t0):.0f}")
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        if st.device.type == "cuda":
+            torch.cuda.synchronize(st.device)
         seconds = time.perf_counter() - t0
     if n_sum == 0:
         raise RuntimeError(f"epoch {epoch + 1}: the objective yielded no batch; check its training data")
     return {"epoch": epoch + 1, "train_loss": loss_sum.item() / n_sum, "train_acc": correct_sum.item() / n_sum,
-            "lr": scheduler.get_last_lr()[0], "images_per_s": n_sum / seconds, "train_seconds": seconds}
+            "lr": st.scheduler.get_last_lr()[0], "images_per_s": n_sum / seconds, "train_seconds": seconds}
 
 
 def _summary(row: Mapping[str, Any], epochs: int, improved: bool) -> str:

@@ -10,23 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot.data.split import stratified_split
+from fewshot.evaluation.functional import top1_accuracy
 from fewshot.images.inference import predict_scores
 from fewshot.images.store import ImageStore
 from fewshot.training.loop import Objective, TrainConfig
 from fewshot.training.losses import balanced_sample_weights, class_weights
-
-
-def accuracy(scores: torch.Tensor, targets: torch.Tensor, kind: str = "macro") -> float:
-    """Top-1 accuracy of scores [n, C] against targets [n]: "micro" over items, or "macro" = mean over
-    the classes present in ``targets`` of their per-class accuracy."""
-    hit = (scores.argmax(1) == targets).double()
-    if kind == "micro":
-        return float(hit.mean())
-    if kind != "macro":
-        raise ValueError(f"unknown accuracy kind {kind!r}; known: macro, micro")
-    classes, inverse = torch.unique(targets, return_inverse=True)
-    per_class = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, inverse, hit)
-    return float((per_class / torch.bincount(inverse).double()).mean())
 
 
 class SupervisedObjective(Objective):
@@ -104,5 +92,5 @@ class SupervisedObjective(Objective):
             return None
         scores = predict_scores(model, self.store, self.val_indices, self.config.eval_batch_size,
                                 amp=self.config.amp, cpu_amp=self.config.cpu_amp, progress=False)
-        return accuracy(scores, self.val_labels, self.config.val_metric)
+        return top1_accuracy(scores, self.val_labels, self.config.val_metric)
 

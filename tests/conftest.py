@@ -21,7 +21,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 @pytest.fixture
 def one_torch_thread():
     """One intra-op thread for tests of tiny tensor ops: on the 2-core CI box a second busy process makes
-    2-thread OpenMP barriers stall (measured 40x slower). Restored afterwards."""
+    2-thread OpenMP barriers stall (many times slower). Restored afterwards."""
     import torch
 
     threads = torch.get_num_threads()

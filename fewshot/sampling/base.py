@@ -20,7 +20,7 @@ def check_positive(**sizes: object) -> None:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
-class EpisodicSampler(Sampler[list[int]], ABC):
+class BaseEpisodeSampler(Sampler[list[int]], ABC):
     """A ``batch_sampler`` whose batches are few-shot episodes.
 
     Episode ``i`` is a pure function of ``(seed, i)``: every draw comes from a counter-based generator

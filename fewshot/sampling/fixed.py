@@ -8,14 +8,14 @@ import torch
 
 from fewshot.sampling._classes import as_label_array, build_class_index
 from fewshot.sampling._random import floyd_choose, random_order, uniforms
-from fewshot.sampling.base import EpisodicSampler, check_positive
+from fewshot.sampling.base import BaseEpisodeSampler, check_positive
 from fewshot.sampling.episode import EpisodeCollate
 
 # Counter streams of one episode; fixed forever, since changing them changes every seeded episode.
 _CLASS_PICK, _CLASS_ORDER, _ITEM_PICK, _ITEM_ORDER = 0, 1, 2, 3
 
 
-class EpisodeSampler(EpisodicSampler):
+class EpisodeSampler(BaseEpisodeSampler):
     """Uniform N-way K-shot Q-query episodes over the labels of a dataset.
 
     Each episode picks ``n_way`` distinct eligible classes uniformly at random, in random order, then

@@ -10,7 +10,7 @@ import torch
 
 from fewshot.sampling._classes import as_label_array, build_class_index
 from fewshot.sampling._random import floyd_choose, philox_words, random_order, uniforms
-from fewshot.sampling.base import EpisodicSampler, check_positive
+from fewshot.sampling.base import BaseEpisodeSampler, check_positive
 from fewshot.sampling.episode import EpisodeCollate
 
 # Counter streams of one episode; fixed forever, since changing them changes every seeded episode.
@@ -28,7 +28,7 @@ class VariableEpisode(NamedTuple):
     n_query: int
 
 
-class VariableEpisodeSampler(EpisodicSampler):
+class VariableEpisodeSampler(BaseEpisodeSampler):
     """Imbalanced episodes as in Meta-Dataset (Triantafillou et al. 2020, "Meta-Dataset: A Dataset of
     Datasets for Learning to Learn from Few Examples", section 3.2).
 
@@ -37,7 +37,7 @@ class VariableEpisodeSampler(EpisodicSampler):
     sum_c floor(beta * min(max_support_per_class, n_c - q)) + 1) with beta ~ U(0, 1]; shots
     k_c = min(floor(R_c * (S - N)) + 1, n_c - q) with R_c proportional to n_c * exp(alpha_c),
     alpha_c ~ U[log 0.5, log 2). Every class needs >= 2 items; ``small_classes`` handles the others.
-    Seeding, iteration layout and ``collate`` are those of :class:`EpisodicSampler`. Drawing an episode
+    Seeding, iteration layout and ``collate`` are those of :class:`BaseEpisodeSampler`. Drawing an episode
     costs O(sum of its classes' sizes) (one random key per item of the chosen classes).
     """
 

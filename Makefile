@@ -14,7 +14,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) setup.cfg pyproject.toml
-	$(PY) -m pip install -e '.[test,plots]'
+	$(PY) -m pip install -e '.[test,plots,pretrained]'
 	touch $(STAMP)
 
 install: $(STAMP)

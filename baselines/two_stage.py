@@ -11,6 +11,9 @@ from its train images; test images (odd years) are only ever scored.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from fewshot.data.protocols import TransferProtocol
 from fewshot.images.inference import predict_scores
 from fewshot.models.backbones import create_backbone
 from fewshot.models.classifier import Classifier
+from fewshot.training.checkpoint import check_resumable, load_training_state
 from fewshot.training.loop import TrainConfig, fit
 from fewshot.training.supervised import SupervisedObjective
 from fewshot.utils.io import atomic_torch_save
@@ -60,6 +64,10 @@ def run_stage(
     done = out_dir / "scores.pt"
     classes = protocol.head if group == "head" else protocol.tail
     if resume and done.exists():
+        # A finished stage is reloaded only for the settings it was trained with (its last.pt says which).
+        if (out_dir / "last.pt").exists():
+            check_resumable(out_dir / "last.pt", load_training_state(out_dir / "last.pt")["config"],
+                            dataclasses.asdict(config))
         saved = torch.load(done, weights_only=False)
         return StageOutput(**{**saved, "checkpoint": Path(saved["checkpoint"])})
     start = time.perf_counter()
@@ -119,15 +127,35 @@ def train_two_stage(
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m baselines.two_stage", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="dataset folder (default: $FEWSHOT_DATA)")
     p.add_argument("--config", type=Path, help="TOML file with a TwoStageConfig (default: built-in defaults)")
-    p.add_argument("--out", type=Path, default=Path("runs/two_stage"))
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--size", default="80x60", help="image size HEIGHTxWIDTH")
+    p.add_argument("--out", type=Path, default=Path("runs/two_stage"), help="output folder (default runs/two_stage)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out: with the same "
+                   "settings and images only (anything else is refused, naming what differs)")
+    p.add_argument("--size", default="80x60", help="image size HEIGHTxWIDTH (default 80x60)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (overrides both stages' device)")
+    p.add_argument("--n-head", type=int, default=20, help="number of head classes (default 20)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="leave malformed styles.csv rows out (reported)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     p.add_argument("overrides", nargs="*", help="config overrides such as stage1.epochs=2 backbone=resnet34")
     return p
+
+
+def _guard_resume(out: Path, config: TwoStageConfig, ds: object) -> None:
+    """The one resume guard: same images (run.json's dataset record) and same settings as the run in ``out``."""
+    from fewshot.config import load_config, to_dict
+    from fewshot.utils.resume import check_same_images, config_differences, refuse_changes
+
+    record = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    check_same_images(record.get("dataset", {}), ds.cache.pixels_sha256, ds.cache.key, ds.root)
+    if (out / "config.resolved.toml").exists():
+        saved = load_config(TwoStageConfig, out / "config.resolved.toml")
+        diffs = config_differences(to_dict(saved), to_dict(config),
+                                   ignore=("stage1.device", "stage2.device"))
+        refuse_changes(f"--resume {out}: the settings differ from the run's", diffs,
+                       "Resume with the run's settings, or start a fresh run with another --out")
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -141,10 +169,17 @@ def main(args: argparse.Namespace) -> dict:
     if args.device:
         overrides += [f"stage1.device={args.device}", f"stage2.device={args.device}"]
     config = load_config(TwoStageConfig, args.config, overrides)
-    ds = FashionProducts(data_dir(args.data)).cached(parse_size(args.size))
-    protocol = TransferProtocol.from_styles(ds.styles)
+    ds = FashionProducts(data_dir(args.data), on_bad_rows="skip" if args.skip_bad_rows else "raise") \
+        .cached(parse_size(args.size))
+    if args.resume:
+        _guard_resume(args.out, config, ds)
+    elif args.out.exists() and any((args.out / s / "scores.pt").exists() for s in ("stage1", "stage2")):
+        raise SystemExit(f"{args.out} holds a finished two-stage run; pass --resume to continue it, or another --out")
+    protocol = TransferProtocol.from_styles(ds.styles, n_head=args.n_head)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "config.resolved.toml", to_toml(config))
+    atomic_write_json(args.out / "run.json", {"dataset": {**ds.describe(), "image_cache_key": ds.cache.key,
+                                                          "pixels_sha256": ds.cache.pixels_sha256}})
     stage1, stage2 = train_two_stage(ds.images, protocol, config, args.out, resume=args.resume)
     summary = {}
     for name, stage in (("head", stage1), ("tail", stage2)):
@@ -161,4 +196,6 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    from fewshot.utils.errors import run_cli
+
+    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_intermixed_args(argv)), prog="baselines.two_stage"))

@@ -7,13 +7,17 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from baselines.two_stage import TwoStageConfig
 from benchmarks.methods import check_methods, method_names
+from fewshot.models.backbones import available_backbones
 from fewshot.training.episodic import EpisodeConfig
 from fewshot.training.loop import TrainConfig
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,14 @@ class DataConfig:
     n_head: int = 20
     min_train: int = 1
     min_images: int = 20
+    skip_bad_rows: bool = False  # leave malformed styles.csv rows out (reported) instead of stopping
+
+    def __post_init__(self) -> None:
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise ValueError(f"data.image_size={list(self.image_size)} must be [height, width], each >= 8")
+        for name in ("synth_classes", "synth_images", "n_head", "min_train", "min_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name}={getattr(self, name)} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,16 @@ class EvalConfig:
     distance: Literal["euclidean", "cosine"] = "euclidean"
     batch_size: int = 256
 
+    def __post_init__(self) -> None:
+        for name, least in (("episodes", 1), ("n_query", 1), ("kshot_draws", 1), ("batch_size", 1)):
+            if getattr(self, name) < least:
+                raise ValueError(f"evaluation.{name}={getattr(self, name)} must be >= {least}")
+        # 1-way episodes are always right: they measure nothing
+        for name, least in (("ways", 2), ("shots", 1), ("kshot", 1)):
+            values = getattr(self, name)
+            if not values or min(values) < least or len(set(values)) != len(values):
+                raise ValueError(f"evaluation.{name}={list(values)} must be distinct values >= {least}, at least one")
+
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
@@ -83,6 +105,10 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         check_methods(self.methods)
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        if self.backbone not in available_backbones():
+            raise ValueError(f"backbone={self.backbone!r} is unknown; known: {', '.join(available_backbones())}")
         if not 0.0 < self.val_classes < 1.0:
             raise ValueError(f"val_classes={self.val_classes} must lie in (0, 1)")
 

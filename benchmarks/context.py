@@ -31,8 +31,9 @@ class RunContext:
         return [get_method(n) for n in method_names() if n in self.cfg.methods and get_method(n).embedding(protocol)]
 
     def phase_key(self, name: str, inputs: Mapping[str, Any], upstream: Sequence[str] = ()) -> str:
-        """A phase's key: its inputs plus what every phase depends on (the pixels, the device kind)."""
-        return phase_key(name, {**inputs, "pixels_sha256": self.image_key, "device": self.device.type}, upstream)
+        """A phase's key: its inputs plus what every phase depends on, the pixels. Not the device: a phase
+        computed on a GPU is the same experiment as on the CPU (to float tolerance), and may be reused."""
+        return phase_key(name, {**inputs, "pixels_sha256": self.image_key}, upstream)
 
     def features(self, checkpoint: str | Path, rows: np.ndarray) -> torch.Tensor:
         """Embeddings [len(rows), D] of ``images[rows]`` by the backbone in ``checkpoint`` (cached in the run)."""

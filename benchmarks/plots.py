@@ -127,4 +127,8 @@ def main(args: argparse.Namespace) -> list[str]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    import sys
+
+    from fewshot.utils.errors import run_cli
+
+    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.plots"))

@@ -89,12 +89,16 @@ def _pct(v: float | None, digits: int = 1) -> str:
 
 
 def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
-    lines = [f"# Benchmark `{run['config']}`", ""]
+    overrides = " ".join(run.get("overrides", []))
+    lines = [f"# Benchmark `{run['config']}`" + (f" with `{overrides}`" if overrides else ""), ""]
     if summary["synthetic"]:
         lines += ["**SYNTHETIC DATA** (written by `fewshot synth`): these numbers say nothing about the real "
                   "catalogue; they only show that the pipeline runs.", ""]
     lines += [f"Data: {run['dataset']['root']} ({run['dataset']['n_images']} images). Git {run['git_revision']}, "
-              f"seed {run['seed']}, device {run['device']}, wall time {run['wall_seconds'] / 60:.1f} min.", "",
+              f"seed {run['seed']}, device {run['device']}, wall time {run['wall_seconds'] / 60:.1f} min."
+              + (f" Config overrides: `{overrides}`." if overrides else "")
+              + (f" Changed on resume: {'; '.join(run['changed_on_resume'])}." if run.get("changed_on_resume") else ""),
+              "",
               "All figures in %. Transfer protocol: train = even years, test = odd years; head = the 20 most "
               "frequent classes in train, tail = the other classes with train images. Macro = mean over classes "
               "with test images; micro = over test images.", ""]

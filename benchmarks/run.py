@@ -1,16 +1,20 @@
 """Run the benchmark: every method on both protocols, one evaluator, one report.
 
-    python -m benchmarks.run --config benchmarks/configs/cpu.toml [--data DIR] [--out DIR] [--device auto]
-    python -m benchmarks.run --resume runs/cpu-20261129-120000
+    python -m benchmarks.run --config cpu [--data DIR] [--out DIR] [--device auto] [key=value ...]
+    python -m benchmarks.run --resume runs/cpu-20261129-120000 [evaluation.episodes=2000]
+    python -m benchmarks.run --config cpu --reuse runs/cpu-20261129-120000 'methods=[...]'
 
 Writes config.resolved.toml, run.json, per_class.csv, summary.json, summary.md and the plots into the
 output folder (default ``runs/<config>-<timestamp>/``). Kill it at any point: ``--resume DIR`` continues
-from the last finished epoch or phase.
+from the last finished epoch or phase; overrides given with it may change what is still to compute
+(evaluation settings, methods), never a finished training phase. A crash is recorded in run.json
+(``"status": "failed"`` with the error).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,57 +23,111 @@ from tqdm.auto import tqdm
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.context import RunContext
+from benchmarks.embeddings import EMBEDDINGS
 from benchmarks.episodic import run_episodic
 from benchmarks.phases import PhaseStore
 from benchmarks.plots import write_plots
 from benchmarks.report import per_class_table, summary_dict, write_results
 from benchmarks.transfer import run_transfer
 from fewshot.cli import data_dir
-from fewshot.config import load_config, to_toml
+from fewshot.config import apply_overrides, load_config, to_dict, to_toml
 from fewshot.data.dataset import FashionProducts
 from fewshot.data.protocols import EpisodicProtocol, TransferProtocol
 from fewshot.data.synth import write_synthetic
 from fewshot.utils.device import resolve_device
+from fewshot.utils.errors import UserError, run_cli
 from fewshot.utils.io import atomic_write_json, atomic_write_text
+from fewshot.utils.resume import check_same_images, config_differences, refuse_changes
 from fewshot.utils.runinfo import git_revision, machine_info, package_versions
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = "cpu"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=Path("benchmarks/configs/cpu.toml"))
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help=f"a TOML file, or the name of a shipped config in benchmarks/configs/ "
+                                    f"({', '.join(sorted(c.stem for c in CONFIGS.glob('*.toml')))}); "
+                                    f"default: {DEFAULT_CONFIG}")
     p.add_argument("--data", help="dataset folder (default: $FEWSHOT_DATA); ignored by synthetic configs")
-    p.add_argument("--out", type=Path, help="output folder (default: runs/<config>-<timestamp>)")
-    p.add_argument("--device", help="auto, cpu or cuda (overrides the config's device)")
-    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR with its own config")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<config>-<timestamp>); a folder left "
+                                            "by a failed start (no finished phase) is reused")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config's device)")
+    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR with its own config "
+                   "(overrides may change settings that no finished training phase depends on)")
     p.add_argument("--reuse", type=Path, metavar="DIR", action="append", default=[],
                    help="import finished phases whose inputs match from the run folder DIR (repeatable): "
                         "adding a method to a finished run computes only that method's phases")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     p.add_argument("overrides", nargs="*", help="config overrides such as stage1.epochs=2 evaluation.episodes=200")
     return p
 
 
+def config_path(value: str | None) -> Path:
+    """``--config``: a TOML path, or a shipped config's name (``smoke`` -> benchmarks/configs/smoke.toml)."""
+    if value is None:
+        path = CONFIGS / f"{DEFAULT_CONFIG}.toml"
+        tqdm.write(f"no --config given: using {path} (pass --config NAME|FILE to choose)")
+        return path
+    path = Path(value)
+    if path.is_file():
+        return path
+    if (CONFIGS / f"{value}.toml").is_file():
+        return CONFIGS / f"{value}.toml"
+    known = ", ".join(sorted(c.stem for c in CONFIGS.glob("*.toml")))
+    raise UserError(f"--config {value}: no such file, and not a shipped config ({known})")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return [*args.overrides, *([f"device={args.device}"] if args.device else [])]
+
+
 def _prepare(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, dict]:
     """The config, the output folder and the previous run record (empty for a fresh run)."""
+    for source in args.reuse:
+        if not (source / "phases").is_dir():
+            raise UserError(f"--reuse {source}: no phases/ folder there; is it a benchmark run folder?")
     if args.resume:
-        out = args.resume
-        if not (out / "config.resolved.toml").is_file():
-            raise SystemExit(f"--resume {out}: no config.resolved.toml there; is it a benchmark run folder?")
-        if args.overrides:
-            raise SystemExit("--resume continues a run with its own config; drop the overrides "
-                             f"({' '.join(args.overrides)}) or start a fresh run")
-        device = [f"device={args.device}"] if args.device else []
-        cfg = load_config(BenchmarkConfig, out / "config.resolved.toml", device)
-        previous = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-        return cfg, out, previous
-    cfg = load_config(BenchmarkConfig, args.config, [*args.overrides, *([f"device={args.device}"] if args.device else [])])
+        return _prepare_resume(args)
+    cfg = load_config(BenchmarkConfig, config_path(args.config), _overrides(args))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{cfg.name}-{stamp}"
     if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out} is not empty; pass --resume {out} to continue that run, or choose another --out")
+        if any((out / "phases").glob("*.pt")):
+            raise UserError(f"{out} holds a run with finished phases; pass --resume {out} to continue it, "
+                            "or choose another --out")
+        if not ((out / "config.resolved.toml").exists() or (out / "run.json").exists()):
+            raise UserError(f"{out} is not empty and is not a benchmark run folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.resolved.toml", to_toml(cfg))
     return cfg, out, {}
+
+
+def _prepare_resume(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, dict]:
+    """The run folder's config with the overrides that change no finished training phase (others are
+    refused, naming what differs), its folder and its run record."""
+    out = args.resume
+    if not (out / "config.resolved.toml").is_file():
+        raise UserError(f"--resume {out}: no config.resolved.toml there; is it a benchmark run folder?")
+    saved = load_config(BenchmarkConfig, out / "config.resolved.toml")
+    cfg = apply_overrides(saved, _overrides(args))
+    stale: set[str] = set()  # embeddings whose training the overrides change, directly or upstream
+    for e in EMBEDDINGS.values():  # parents come first
+        if e.inputs(saved) != e.inputs(cfg) or e.upstream(saved) != e.upstream(cfg) or e.upstream(cfg) in stale:
+            stale.add(e.name)
+    changed = [e.phase for e in EMBEDDINGS.values() if e.name in stale and (out / "phases" / f"{e.phase}.pt").exists()]
+    diffs = config_differences(to_dict(saved), to_dict(cfg), ignore=("device",))
+    if changed:
+        refuse_changes(f"--resume {out}: the overrides change finished training phases ({', '.join(changed)})",
+                       diffs, f"Resume without them, or start a fresh run with --reuse {out}: it recomputes "
+                              "only what they change")
+    if diffs:
+        tqdm.write(f"resuming {out} with changed settings: {'; '.join(diffs)}")
+    atomic_write_text(out / "config.resolved.toml", to_toml(cfg))
+    previous = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    return cfg, out, {**previous, "changed_on_resume": diffs}
 
 
 def _dataset(cfg: BenchmarkConfig, out: Path, args: argparse.Namespace, previous: dict) -> FashionProducts:
@@ -81,54 +139,59 @@ def _dataset(cfg: BenchmarkConfig, out: Path, args: argparse.Namespace, previous
                             progress=not args.no_progress)
     else:
         root = data_dir(args.data or previous.get("dataset", {}).get("root"))
-    ds = FashionProducts(root, warn=False).cached(cfg.data.image_size, progress=not args.no_progress)
-    # Pixels, not the cache key: a fresh copy of the same dataset has new modification times (a new key)
-    # but the same pictures, and may resume. Runs recorded before pixel hashes fall back to the key.
-    recorded = previous.get("dataset", {})
-    field, current = ("pixels_sha256", ds.cache.pixels_sha256) if "pixels_sha256" in recorded else \
-        ("image_cache_key", ds.cache.key)
-    if field in recorded and recorded[field] != current:
-        raise SystemExit(f"the images at {root} changed since this run started ({field} {current[:12]} != "
-                         f"{recorded[field][:12]}); results would mix two datasets. Start a fresh run.")
+    on_bad_rows = "skip" if cfg.data.skip_bad_rows else "raise"
+    ds = FashionProducts(root, warn=False, on_bad_rows=on_bad_rows).cached(cfg.data.image_size,
+                                                                            progress=not args.no_progress)
+    check_same_images(previous.get("dataset", {}), ds.cache.pixels_sha256, ds.cache.key, root)
     return ds
 
 
 def main(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     cfg, out, previous = _prepare(args)
-    ds = _dataset(cfg, out, args, previous)
+    run = {"config": cfg.name, "status": "running", "seed": cfg.seed,
+           "overrides": [*previous.get("overrides", []), *args.overrides],
+           "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "resumed": bool(args.resume)}
+    if previous.get("changed_on_resume"):
+        run["changed_on_resume"] = previous["changed_on_resume"]
+    try:
+        return _run(args, cfg, out, previous, run, start)
+    except BaseException as err:  # noqa: BLE001 (recorded, then raised again)
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        run.update(status=status, error=f"{type(err).__name__}: {err}",
+                   stopped=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        atomic_write_json(out / "run.json", run)
+        raise
+
+
+def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: dict, run: dict,
+         start: float) -> dict:
     device = resolve_device(cfg.device)
-    for source in args.reuse:
-        if not (source / "phases").is_dir():
-            raise SystemExit(f"--reuse {source}: no phases/ folder there; is it a benchmark run folder?")
-    # Phase files written before phases had keys are trusted only when resuming their own folder.
-    phases = PhaseStore(out, reuse=args.reuse, trust_unkeyed=bool(args.resume))
-    run = {
-        "config": cfg.name, "status": "running", "seed": cfg.seed, "git_revision": git_revision(),
-        "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "resumed": bool(previous), "device": str(device), "machine": machine_info(device),
+    ds = _dataset(cfg, out, args, previous)
+    # Phase files written before phases had keys are trusted only when resuming their own folder unchanged.
+    phases = PhaseStore(out, reuse=args.reuse, trust_unkeyed=bool(args.resume) and not run.get("changed_on_resume"))
+    run.update({
+        "git_revision": git_revision(), "device": str(device), "machine": machine_info(device),
         "packages": package_versions(),
         "dataset": {**ds.describe(), "image_size": list(cfg.data.image_size), "image_cache_key": ds.cache.key,
                     "pixels_sha256": ds.cache.pixels_sha256},
         "phase_seconds": phases.seconds, "reused_phases": phases.reused, "imported_phases": phases.imported,
         "phase_keys": phases.keys,
-    }
+    })
     atomic_write_json(out / "run.json", run)
     ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device)
-    tp = ep = None
-    transfer: dict = {}
-    episodic: dict = {}
-    if ctx.methods("transfer"):
-        tp = TransferProtocol.from_styles(ds.styles, n_head=cfg.data.n_head, min_train=cfg.data.min_train)
-        transfer = run_transfer(ctx, tp)
-    if ctx.methods("episodic"):
-        ep = EpisodicProtocol.from_styles(ds.styles, min_images=cfg.data.min_images)
-        episodic = run_episodic(ctx, ep)
+    tp = TransferProtocol.from_styles(ds.styles, n_head=cfg.data.n_head, min_train=cfg.data.min_train) \
+        if ctx.methods("transfer") else None
+    ep = EpisodicProtocol.from_styles(ds.styles, min_images=cfg.data.min_images) if ctx.methods("episodic") else None
+    preflight(cfg, tp, ep)
+    transfer = run_transfer(ctx, tp) if tp is not None else {}
+    episodic = run_episodic(ctx, ep) if ep is not None else {}
     summary = summary_dict(transfer, episodic, tp, ds.synthetic)
     per_class = per_class_table(transfer, episodic, tp, ep, cfg.methods)
     run.update(status="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                wall_seconds=time.perf_counter() - start)
-    if previous:
+    if args.resume:
         run["note"] = ("resumed: wall_seconds is this attempt's; phase_seconds keeps every phase's own time, "
                        "reused_phases lists those finished by an earlier attempt")
     run["plots"] = write_plots(out, summary, per_class, f"{cfg.name}{' (SYNTHETIC)' if ds.synthetic else ''}")
@@ -138,5 +201,24 @@ def main(args: argparse.Namespace) -> dict:
     return summary
 
 
+def preflight(cfg: BenchmarkConfig, tp: TransferProtocol | None, ep: EpisodicProtocol | None) -> None:
+    """What the data must allow, checked before any training: enough evaluation classes for every way,
+    a tail to fine-tune on, background classes to hold some out for validation."""
+    if ep is not None:
+        n_eval = len(ep.evaluation)
+        too_wide = [w for w in cfg.evaluation.ways if w > n_eval]
+        if too_wide:
+            raise UserError(f"evaluation.ways={list(cfg.evaluation.ways)}: the data has {n_eval} evaluation classes "
+                            f"with >= data.min_images={cfg.data.min_images} images, fewer than {max(too_wide)}-way "
+                            "episodes need; lower the ways or data.min_images")
+        n_val = max(cfg.protonet.episodes.val_way, round(cfg.val_classes * len(ep.background)))
+        if n_val >= len(ep.background):
+            raise UserError(f"only {len(ep.background)} background classes: cannot hold out {n_val} for validation; "
+                            "lower val_classes or protonet.episodes.val_way")
+    if tp is not None and not tp.tail:
+        raise UserError(f"no tail classes: every class with train images is among the data.n_head={cfg.data.n_head} "
+                        "head classes; lower data.n_head")
+
+
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_intermixed_args(argv)), prog="benchmarks.run"))

@@ -11,8 +11,12 @@ import torchvision
 import fewshot.models.backbones as backbones_mod
 from fewshot.models.backbones import Conv4, ResNet12, available_backbones, create_backbone, register_backbone
 from fewshot.models.classifier import Classifier
+from fewshot.models.normalization import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, input_stats
 
 OUT_DIMS = {"conv4": 960, "resnet12": 640, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
+# Registered always; built by timm, the optional 'pretrained' extra (tested in test_efficientnet_lite.py).
+LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+KNOWN = "conv4, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, resnet12, resnet18, resnet34, resnet50"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,6 +41,7 @@ def offline_hub(tmp_path, monkeypatch):
 def scratch_registry(monkeypatch):
     """Registrations made by a test vanish with it: the registry is a copy for its duration."""
     monkeypatch.setattr(backbones_mod, "_FACTORIES", dict(backbones_mod._FACTORIES))
+    monkeypatch.setattr(backbones_mod, "_IMAGENET", dict(backbones_mod._IMAGENET))
 
 
 class TinyBackbone(torch.nn.Module):
@@ -52,8 +57,8 @@ class TinyBackbone(torch.nn.Module):
         return self.proj(x.mean(dim=(2, 3)))
 
 
-def test_registry_knows_the_five_backbones():
-    assert available_backbones() == tuple(sorted(OUT_DIMS))
+def test_registry_knows_the_eight_backbones():
+    assert available_backbones() == tuple(sorted([*OUT_DIMS, *LITE]))
 
 
 def test_registered_backbone_is_built_seeded_and_listed(scratch_registry):
@@ -67,7 +72,7 @@ def test_registered_backbone_is_built_seeded_and_listed(scratch_registry):
 
 def test_unknown_backbone_error_lists_registered_ones_too(scratch_registry):
     register_backbone("tiny", TinyBackbone)
-    with pytest.raises(ValueError, match="known: conv4, resnet12, resnet18, resnet34, resnet50, tiny"):
+    with pytest.raises(ValueError, match=f"known: {KNOWN}, tiny"):
         create_backbone("resnet9")
 
 
@@ -121,9 +126,44 @@ def test_resnet12_has_the_standard_widths_and_three_convs_per_block():
 
 
 def test_unknown_backbone_lists_the_known_names():
-    known = "conv4, resnet12, resnet18, resnet34, resnet50"
-    with pytest.raises(ValueError, match=f"unknown backbone 'resnet9'; known: {known}"):
+    with pytest.raises(ValueError, match=f"unknown backbone 'resnet9'; known: {KNOWN}"):
         create_backbone("resnet9")
+
+
+@pytest.mark.parametrize("name", sorted(OUT_DIMS))
+def test_imagenet_statistics_backbones_get_their_input_untouched(name):
+    """Nothing is put in front of them: their input, and so every result, is what it was."""
+    model = create_backbone(name)
+    assert input_stats(model) == (IMAGENET_MEAN, IMAGENET_STD)
+    assert not any(isinstance(m, InputNormalization) for m in model.modules())
+
+
+def test_a_backbone_declaring_other_statistics_without_converting_is_refused(scratch_registry):
+    class Declares(TinyBackbone):
+        input_mean = input_std = (0.5, 0.5, 0.5)
+
+    class Converts(Declares):
+        def __init__(self) -> None:
+            super().__init__()
+            self.normalize = InputNormalization(self.input_mean, self.input_std)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(self.normalize(x))
+
+    register_backbone("declares", Declares)
+    register_backbone("converts", Converts)
+    with pytest.raises(TypeError, match=r"'declares' declares input_mean=\(0.5, 0.5, 0.5\).*no InputNormalization"):
+        create_backbone("declares")
+    assert create_backbone("converts").out_dim == 5
+
+
+def test_input_normalization_maps_imagenet_normalised_input_to_its_statistics():
+    pixels = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    layer = InputNormalization((0.5, 0.4, 0.3), (0.5, 0.25, 0.2))
+    want = (pixels - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.5, 0.25, 0.2]).view(1, 3, 1, 1)
+    torch.testing.assert_close(layer((pixels - mean) / std), want, rtol=1e-6, atol=1e-6)
+    assert dict(layer.state_dict()) == {}
 
 
 def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -246,7 +286,8 @@ def test_checkpoint_path_loads_the_backbone_part(tmp_path, name, layout):
 
 def test_checkpoint_made_for_another_backbone_is_refused_by_name(tmp_path):
     torch.save({"backbone": _perturbed("conv4"), "meta": {"backbone": "conv4"}}, tmp_path / "c.pt")
-    with pytest.raises(ValueError, match="holds a conv4 backbone, but resnet12 was asked for"):
+    with pytest.raises(ValueError, match='holds a conv4 backbone, but resnet12 was asked for; set the config key '
+                                         'backbone = "conv4"'):
         create_backbone("resnet12", tmp_path / "c.pt")
 
 

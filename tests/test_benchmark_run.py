@@ -19,6 +19,7 @@ from benchmarks import plots
 from benchmarks.methods import BenchmarkMethod, get_method, method_names, method_style, register_method, registered
 from benchmarks.run import get_args_parser, main
 from fewshot.methods import FewShotClassifier
+from fewshot.utils.errors import UserError, run_cli
 
 SMOKE = Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "smoke.toml"
 EPISODIC_KEYS = {"2w1s", "2w5s", "5w1s", "5w5s"}  # the smoke config's settings (synthetic data has < 15 classes)
@@ -132,7 +133,7 @@ def test_resume_accepts_a_fresh_copy_of_the_same_images_and_refuses_changed_ones
     assert set(json.loads((out / "run.json").read_text())["reused_phases"]) >= {"stage1", "stage2", "eval_protonet"}
     victim = next((out / "data" / "images").iterdir())
     Image.new("RGB", (60, 80), (1, 2, 3)).save(victim)
-    with pytest.raises(SystemExit, match="images at .* changed since this run started"):
+    with pytest.raises(UserError, match="images at .* are not those this run started with"):
         main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
 
 
@@ -154,13 +155,77 @@ def test_registered_methods_get_distinct_colours_and_markers_fixed_by_the_regist
     assert method_style("an_old_runs_method") == method_style("an_old_runs_method")  # stable, not hash-seeded
 
 
-def test_runner_refuses_to_overwrite_a_run_or_to_resume_with_other_settings(smoke_run, tmp_path):
-    with pytest.raises(SystemExit, match="not empty; pass --resume"):
+def test_runner_refuses_to_overwrite_a_run_or_to_resume_with_other_training_settings(smoke_run, tmp_path):
+    with pytest.raises(UserError, match="holds a run with finished phases; pass --resume"):
         main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(smoke_run)]))
-    with pytest.raises(SystemExit, match="drop the overrides"):
+    with pytest.raises(UserError, match=r"change finished training phases \(stage1, stage2, protonet_train, protonet_all_train\): "
+                                         "stage1.epochs: was 2, now 9"):
         main(get_args_parser().parse_args(["--resume", str(smoke_run), "stage1.epochs=9"]))
-    with pytest.raises(SystemExit, match="no config.resolved.toml"):
+    with pytest.raises(UserError, match="no config.resolved.toml"):
         main(get_args_parser().parse_args(["--resume", str(tmp_path)]))
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a benchmark run folder"):
+        main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(tmp_path)]))
+
+
+def test_resume_with_an_evaluation_override_recomputes_the_evaluations_only(smoke_run, tmp_path):
+    out = tmp_path / "more"
+    shutil.copytree(smoke_run, out)
+    main(get_args_parser().parse_args(["--resume", str(out), "--no-progress", "evaluation.kshot_draws=1"]))
+    assert _computed(out) == {p for p in _run_json(smoke_run)["phase_seconds"] if p.startswith("eval_")}
+    run = _run_json(out)
+    assert run["changed_on_resume"] == ["evaluation.kshot_draws: was 2, now 1"]
+    assert "evaluation.kshot_draws=1" in run["overrides"]
+    assert "with `evaluation.kshot_draws=1`" in (out / "summary.md").read_text().splitlines()[0]
+    assert json.loads((out / "summary.json").read_text())["shots"]["protonet"]["1"]["draws"] == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("evaluation.ways=[0]", "evaluation.ways=[0] must be distinct values >= 2"),
+    ("evaluation.episodes=0", "evaluation.episodes=0 must be >= 1"),
+    ("device=tpu", "device='tpu' is not one of auto, cpu, cuda, cuda:N"),
+    ("methods=[\"protonett\"]", "unknown method(s) ['protonett']; known: two_stage"),
+    ("backbone=resnet19", "backbone='resnet19' is unknown"),
+])
+def test_config_mistakes_get_one_line_and_exit_2_before_any_work(override, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_cli(lambda argv: main(get_args_parser().parse_intermixed_args(argv)),
+                   ["--config", "smoke", "--out", str(out), override], prog="benchmarks.run")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("benchmarks.run: error:") and message in err
+    assert not out.exists()  # refused before the folder was made
+
+
+def test_a_config_too_wide_for_the_data_fails_before_training_and_says_so_in_run_json(tmp_path):
+    out = tmp_path / "wide"
+    with pytest.raises(UserError, match="evaluation.ways=\\[2, 50\\]: the data has 12 evaluation classes"):
+        main(get_args_parser().parse_args(["--config", "smoke", "--out", str(out), "--no-progress",
+                                           "evaluation.ways=[2, 50]"]))
+    run = _run_json(out)
+    assert run["status"] == "failed" and "UserError" in run["error"] and not run["phase_seconds"]
+    # the folder holds no finished phase: a corrected start may use it
+    from benchmarks.run import _prepare
+
+    cfg, again, previous = _prepare(get_args_parser().parse_args(["--config", "smoke", "--out", str(out)]))
+    assert again == out and previous == {}
+
+
+def test_config_names_resolve_to_the_shipped_configs_and_unknown_ones_list_them():
+    from benchmarks.run import config_path
+
+    assert config_path("smoke") == SMOKE
+    with pytest.raises(UserError, match="not a shipped config .*cpu.*smoke"):
+        config_path("smokey")
+
+
+def test_the_runner_command_line_prints_no_traceback_for_a_user_error(tmp_path):
+    done = subprocess.run(_command("--config", "smoke", "--out", str(tmp_path / "x"), "stage1.epochz=2"),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("benchmarks.run: error: override stage1.epochz=2")
+    debug = subprocess.run(_command("--debug", "--config", "smoke", "--out", str(tmp_path / "x"), "stage1.epochz=2"),
+                           capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
 
 
 def test_runner_rejects_unknown_config_keys(tmp_path):

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import fewshot.images.features as features_mod
+import fewshot.models.backbones as backbones_mod
 from fewshot.images.features import cached_features
 from fewshot.images.inference import extract_features
-from fewshot.models.backbones import create_backbone
+from fewshot.models.backbones import ImageNetWeights, create_backbone, register_backbone
 from fewshot.training.checkpoint import save_model
 
 
@@ -99,3 +100,45 @@ def test_features_computed_at_another_precision_are_never_reused(images, tmp_pat
     assert precisions == ["bf16-cpu", "fp32"]
     cached_features(*args, amp=False, **kwargs)  # no autocast again: the fp32 file is served
     assert len(computed) == 1
+
+
+class _Pooled(torch.nn.Module):
+    """Per-channel mean times a learnt scale: images [B, 3, H, W] -> [B, 3]."""
+
+    out_dim = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)) * self.scale
+
+
+@pytest.fixture
+def pretrained_file(tmp_path, monkeypatch):
+    """A backbone "pooled" whose ImageNet weights are a local file (like a weights wheel's), in a registry
+    copy that vanishes with the test."""
+    monkeypatch.setattr(backbones_mod, "_FACTORIES", dict(backbones_mod._FACTORIES))
+    monkeypatch.setattr(backbones_mod, "_IMAGENET", dict(backbones_mod._IMAGENET))
+    path = tmp_path / "imagenet.pt"
+    torch.save({"scale": torch.tensor([1.0, 2.0, 3.0])}, path)
+    register_backbone("pooled", _Pooled, imagenet=ImageNetWeights(
+        "a test file", lambda: path, lambda: None, lambda model: torch.load(path, weights_only=True)))
+    return path
+
+
+def test_frozen_imagenet_features_are_cached_by_the_weights_file_bytes(images, tmp_path, pretrained_file):
+    args = ("imagenet", "pooled", images, "k", np.arange(5))
+    kwargs = {"cache_root": tmp_path / "f", "device": "cpu", "progress": False}
+    first = cached_features(*args, **kwargs)
+    direct = extract_features(create_backbone("pooled", "imagenet"), images, np.arange(5), device="cpu", progress=False)
+    torch.testing.assert_close(first, direct)
+    assert torch.equal(cached_features(*args, **kwargs), first)
+    assert len(list((tmp_path / "f").glob("*.npy"))) == 1
+    (meta,) = (tmp_path / "f").glob("*.json")
+    assert json.loads(meta.read_text())["checkpoint"] == str(pretrained_file)
+    torch.save({"scale": torch.tensor([4.0, 5.0, 6.0])}, pretrained_file)  # an upgraded weights package
+    second = cached_features(*args, **kwargs)
+    assert len(list((tmp_path / "f").glob("*.npy"))) == 2
+    torch.testing.assert_close(second, first * torch.tensor([4.0, 2.5, 2.0]))

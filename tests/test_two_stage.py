@@ -8,6 +8,7 @@ from fewshot.data.protocols import TransferProtocol
 from fewshot.images.augment import AugmentConfig
 from fewshot.models.backbones import create_backbone
 from fewshot.training.loop import TrainConfig
+from fewshot.utils.errors import UserError, run_cli
 
 
 def _config(**kw) -> TwoStageConfig:
@@ -68,3 +69,37 @@ def test_resumed_two_stage_reuses_finished_stages(synthetic_cached, protocol, tm
     monkeypatch.setattr(module, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again = train_two_stage(synthetic_cached.images, protocol, _config(), tmp_path, resume=True, progress=False)
     assert torch.equal(first[1].scores, again[1].scores) and torch.equal(first[0].scores, again[0].scores)
+
+
+def test_a_resumed_stage_trained_with_other_settings_is_refused_not_reloaded(synthetic_cached, protocol, tmp_path):
+    train_two_stage(synthetic_cached.images, protocol, _config(), tmp_path, progress=False)
+    longer = _config()
+    longer = TwoStageConfig(backbone="conv4", stage1=TrainConfig(**{**longer.stage1.__dict__, "epochs": 5}),
+                            stage2=longer.stage2)
+    with pytest.raises(UserError, match="stage1|epochs: checkpoint 4, now 5"):
+        train_two_stage(synthetic_cached.images, protocol, longer, tmp_path, resume=True, progress=False)
+
+
+def _cli(*argv: str) -> int:
+    from baselines.two_stage import get_args_parser, main
+
+    return run_cli(lambda a: main(get_args_parser().parse_intermixed_args(a)), list(argv), prog="baselines.two_stage")
+
+
+def test_two_stage_cli_resume_refuses_other_settings_and_other_images(synthetic_root, tmp_path, capsys):
+    from fewshot.data.synth import write_synthetic
+
+    data, other = synthetic_root, tmp_path / "other"
+    write_synthetic(other, n_classes=12, n_images=480, seed=1, progress=False)
+    out = tmp_path / "run"
+    fast = ["stage1.epochs=1", "stage2.epochs=1", "stage1.warmup_epochs=0", "stage2.warmup_epochs=0",
+            "backbone=conv4", "--size", "32x24", "--device", "cpu", "--n-head", "5"]
+    assert _cli("--data", str(data), "--out", str(out), *fast) == 0
+    assert _cli("--data", str(data), "--out", str(out), "--resume", *fast, "stage1.epochs=2") == 2
+    assert "stage1.epochs: was 1, now 2" in capsys.readouterr().err
+    assert _cli("--data", str(other), "--out", str(out), "--resume", *fast) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # above it: the image cache's progress bar
+    assert last.startswith("baselines.two_stage: error: the images at") and "not those this run started with" in last
+    assert "Traceback" not in err
+    assert _cli("--data", str(data), "--out", str(out), "--resume", *fast) == 0  # the same run resumes

@@ -5,6 +5,10 @@ Training path: uint8 [B, H, W, 3] -> float [B, 3, H, W] -> random resized crop a
 contrast, saturation; per sample) -> ImageNet normalisation. Evaluation path: convert + normalise only.
 The output keeps the input's height and width (the cache already holds images at the training size).
 
+The ImageNet statistics are the pipeline's fixed contract with every backbone, whatever its weights: a
+backbone that wants other statistics (EfficientNet-Lite: [-1, 1]) converts in its own first layer
+(:mod:`fewshot.models.normalization`), so nothing here depends on the backbone.
+
 Every random number comes from an explicit ``torch.Generator`` (drawn on the CPU, so a CPU run and a CUDA
 run of the same seed use the same crops), all of a batch's parameters in one ``torch.rand`` call.
 """
@@ -16,8 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Re-exported: the statistics live with the backbones, which declare what they expect relative to them.
+from fewshot.models.normalization import PIPELINE_MEAN as IMAGENET_MEAN
+from fewshot.models.normalization import PIPELINE_STD as IMAGENET_STD
+
 # ITU-R 601 luma, the grey torchvision's colour jitter blends towards.
 _LUMA = (0.299, 0.587, 0.114)
 

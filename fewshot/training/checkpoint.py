@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fewshot.utils import resume
+from fewshot.utils.errors import UserError
 from fewshot.utils.io import atomic_torch_save
 
 TRAIN_FORMAT = "fewshot.training.loop/1"
@@ -52,28 +54,14 @@ def save_model(path: str | os.PathLike, model_state: Mapping[str, torch.Tensor],
     atomic_torch_save(obj, path)
 
 
-def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts (``RESUME_IGNORES`` skipped)."""
-    diffs = []
-    for key in sorted(set(saved) | set(current)):
-        name = prefix + key
-        if name in RESUME_IGNORES:
-            continue
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            diffs += config_differences(a, b, name + ".")
-        elif _plain(a) != _plain(b):
-            diffs.append(f"{name}: checkpoint {a!r}, now {b!r}")
-    return diffs
-
-
-def _plain(v: Any) -> Any:
-    # A config read back from TOML has lists where the dataclass had tuples.
-    return list(v) if isinstance(v, tuple) else v
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between a checkpoint's config and this run's (``RESUME_IGNORES``
+    skipped)."""
+    return resume.config_differences(saved, current, ignore=RESUME_IGNORES, labels=("checkpoint", "now"))
 
 
 def check_resumable(path: Path, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
     diffs = config_differences(saved, current)
     if diffs:
-        raise ValueError(f"cannot resume {path}: its config differs from this run's ({'; '.join(diffs)}). "
+        raise UserError(f"cannot resume {path}: its config differs from this run's ({'; '.join(diffs)}). "
                          "Resume with the same config, or start a fresh run in another folder.")

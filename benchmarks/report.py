@@ -115,13 +115,15 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
 def _transfer_table(group: str, results: dict, per_class: pd.DataFrame) -> list[str]:
     if not results:
         return []
-    n_way = len(per_class[per_class["group"] == group])
+    rows = per_class[per_class["group"] == group]
+    n_way, n_scored = len(rows), int((rows["n_test"] > 0).sum())
     header = "| method | macro top-1 | macro top-5 | micro top-1 | micro top-5 |"
     sep = "|---|---:|---:|---:|---:|"
     if group == "tail":
         header += " Many | Medium | Few |"
         sep += "---:|---:|---:|"
-    lines = [f"## Transfer, {group} classes ({n_way}-way)", "", header, sep]
+    scored = "" if n_scored == n_way else f"; macro over the {n_scored} with test images"
+    lines = [f"## Transfer, {group} classes ({n_way}-way{scored})", "", header, sep]
     for method, r in results.items():
         row = (f"| {method} | {_pct(r['macro_top1'])} | {_pct(r['macro_top5'])} | {_pct(r['micro_top1'])} | "
                f"{_pct(r['micro_top5'])} |")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from baselines.two_stage import TwoStageConfig
-from benchmarks.methods import check_methods, method_names
+from benchmarks.methods import available_method_names, check_methods
 from fewshot.models.backbones import available_backbones
 from fewshot.training.episodic import EpisodeConfig
 from fewshot.training.loop import TrainConfig
@@ -92,8 +92,10 @@ class BenchmarkConfig:
     backbone: str = "resnet18"
     weights: str = "none"
     freeze_backbone: bool = False
-    # every registered method (benchmarks/methods.py), in the registry's order
-    methods: tuple[str, ...] = field(default_factory=method_names)
+    # every registered method (benchmarks/methods.py) whose extras are installed, in the registry's order
+    methods: tuple[str, ...] = field(default_factory=available_method_names)
+    # the frozen ImageNet backbone of centroid_imagenet ("pretraining alone"), whatever ``backbone`` is
+    reference_backbone: str = "efficientnet_lite0"
     val_classes: float = 0.2
     data: DataConfig = field(default_factory=DataConfig)
     stage1: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=0.05))
@@ -107,8 +109,9 @@ class BenchmarkConfig:
         check_methods(self.methods)
         if not _DEVICE.fullmatch(self.device):
             raise ValueError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
-        if self.backbone not in available_backbones():
-            raise ValueError(f"backbone={self.backbone!r} is unknown; known: {', '.join(available_backbones())}")
+        for key in ("backbone", "reference_backbone"):
+            if getattr(self, key) not in available_backbones():
+                raise ValueError(f"{key}={getattr(self, key)!r} is unknown; known: {', '.join(available_backbones())}")
         if not 0.0 < self.val_classes < 1.0:
             raise ValueError(f"val_classes={self.val_classes} must lie in (0, 1)")
 

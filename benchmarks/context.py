@@ -35,9 +35,10 @@ class RunContext:
         computed on a GPU is the same experiment as on the CPU (to float tolerance), and may be reused."""
         return phase_key(name, {**inputs, "pixels_sha256": self.image_key}, upstream)
 
-    def features(self, checkpoint: str | Path, rows: np.ndarray) -> torch.Tensor:
-        """Embeddings [len(rows), D] of ``images[rows]`` by the backbone in ``checkpoint`` (cached in the run)."""
+    def features(self, checkpoint: str | Path, rows: np.ndarray, backbone: str | None = None) -> torch.Tensor:
+        """Embeddings [len(rows), D] of ``images[rows]`` by ``backbone`` (default: the config's) with the
+        weights in ``checkpoint`` (a path, or "imagenet"), cached in the run."""
         cfg = self.cfg
-        return cached_features(checkpoint, cfg.backbone, self.images, self.image_key, rows,
+        return cached_features(checkpoint, backbone or cfg.backbone, self.images, self.image_key, rows,
                                cache_root=self.out / "features", device=cfg.device, cpu_amp=cfg.cpu_amp,
                                batch_size=cfg.evaluation.batch_size, progress=self.progress)

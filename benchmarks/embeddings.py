@@ -67,13 +67,30 @@ Trainer = Callable[[RunContext, Any, "Path | None"], Any]
 
 @dataclass(frozen=True)
 class Embedding:
+    """``protocol``: "transfer", "episodic" or "any"; ``checkpoint``: the trained weights relative to the
+    run folder, or "imagenet" for a frozen pretrained backbone (``train`` None: nothing to train; its
+    backbone is the config's ``reference_backbone``). ``sees_tail``: its training saw tail-class images,
+    so a K-shot curve on it measures prototype subsampling, not learning from K images."""
+
     name: str
     protocol: str
     phase: str
     checkpoint: str
-    train: Trainer
+    train: Trainer | None
     inputs: Callable[[BenchmarkConfig], dict]
     starts_from: str | None = None  # an embedding whose checkpoint initialises this one
+    sees_tail: bool = False
+
+    @property
+    def frozen(self) -> bool:
+        return self.train is None
+
+    def weights(self, out: Path) -> str:
+        """What ``create_backbone`` / ``cached_features`` take: a checkpoint path or "imagenet"."""
+        return self.checkpoint if self.frozen else str(out / self.checkpoint)
+
+    def backbone(self, cfg: BenchmarkConfig) -> str:
+        return cfg.reference_backbone if self.frozen else cfg.backbone
 
     def upstream(self, cfg: BenchmarkConfig) -> str | None:
         """The embedding this one starts from in ``cfg`` (ProtoNets only with ``init = "supervised"``)."""
@@ -164,15 +181,17 @@ def _protonet(cfg: BenchmarkConfig) -> dict:
 
 
 EMBEDDINGS: dict[str, Embedding] = {e.name: e for e in (
+    Embedding("imagenet", "any", "imagenet_weights", "imagenet", None,
+              lambda c: {"backbone": c.reference_backbone, "weights": "imagenet"}),
     Embedding("stage1", "transfer", "stage1", "two_stage/stage1/best.pt", _train_stage1,
               lambda c: {**_model(c), **_transfer_data(c), "train": _train(c, "stage1")}),
     Embedding("stage2", "transfer", "stage2", "two_stage/stage2/best.pt", _train_stage2,
               lambda c: {**_model(c), **_transfer_data(c), "train": _train(c, "stage2"),
-                         "freeze_backbone": c.freeze_backbone}, starts_from="stage1"),
+                         "freeze_backbone": c.freeze_backbone}, starts_from="stage1", sees_tail=True),
     Embedding("protonet_head", "transfer", "protonet_train", "protonet/best.pt", _train_protonet_head,
               lambda c: {**_protonet(c), **_transfer_data(c)}, starts_from="stage1"),
     Embedding("protonet_all", "transfer", "protonet_all_train", "protonet_all/best.pt", _train_protonet_all,
-              lambda c: {**_protonet(c), **_transfer_data(c)}, starts_from="stage1"),
+              lambda c: {**_protonet(c), **_transfer_data(c)}, starts_from="stage1", sees_tail=True),
     Embedding("background", "episodic", "background_train", "background/best.pt", _train_background,
               lambda c: {**_model(c), **_episodic_data(c), "train": _train(c, "background"),
                          "episodes": to_dict(c.protonet.episodes)}),
@@ -196,13 +215,17 @@ def train_embeddings(ctx: RunContext, protocol_name: str, data: Any, wanted: lis
         if name in results:
             return
         emb = get_embedding(name)
-        if emb.protocol != protocol_name:
+        if emb.protocol not in (protocol_name, "any"):
             raise ValueError(f"embedding {name!r} belongs to the {emb.protocol} protocol, not {protocol_name}")
         parent = emb.upstream(ctx.cfg)
         if parent is not None:
             ensure(parent)
         upstream = [ctx.phases.keys[get_embedding(parent).phase]] if parent else []
         key = ctx.phase_key(emb.phase, emb.inputs(ctx.cfg), upstream)
+        if emb.frozen:  # nothing to compute: the key names the weights for the phases downstream
+            ctx.phases.keys[emb.phase] = key
+            results[name] = None
+            return
         start = ctx.out / get_embedding(parent).checkpoint if parent else None
         results[name] = ctx.phases.run(emb.phase, key, lambda: emb.train(ctx, data, start),
                                        artifacts=(emb.checkpoint,))

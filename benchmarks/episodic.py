@@ -35,22 +35,22 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
     for method in sorted(methods, key=lambda m: order.index(m.episodic)):  # stable: registry order on ties
         emb = get_embedding(method.episodic)
         inputs = {"method": method.name, "evaluation": to_dict(ctx.cfg.evaluation), "seed": ctx.cfg.seed,
-                  "backbone": ctx.cfg.backbone, "cpu_amp": ctx.cfg.cpu_amp, "min_images": ctx.cfg.data.min_images,
+                  "cpu_amp": ctx.cfg.cpu_amp, "min_images": ctx.cfg.data.min_images,
                   "val_classes": ctx.cfg.val_classes}
         name = f"eval_episodic_{method.name}"
         key = ctx.phase_key(name, inputs, [ctx.phases.keys[emb.phase]])
         out["episodic"][method.name], out["class_accuracy"][method.name] = ctx.phases.run(
-            name, key, lambda: evaluate_method(ctx, method, str(ctx.out / emb.checkpoint), split))
+            name, key, lambda: evaluate_method(ctx, method, emb.weights(ctx.out), emb.backbone(ctx.cfg), split))
     return out
 
 
-def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str,
-                      split: EpisodicSplit) -> tuple[dict, dict]:
+def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str, backbone: str,
+                    split: EpisodicSplit) -> tuple[dict, dict]:
     """Embed the background training images (for CL2N's base mean) and the evaluation images with
     ``checkpoint``'s backbone, then every way x shot setting on the same seeded episodes."""
     protocol = split.protocol
     eval_idx = protocol.evaluation_idx
-    embedded = ctx.features(checkpoint, np.concatenate([split.train_idx, eval_idx]))
+    embedded = ctx.features(checkpoint, np.concatenate([split.train_idx, eval_idx]), backbone)
     base_mean, feats = embedded[: len(split.train_idx)].mean(0), embedded[len(split.train_idx):]
     labels = ctx.labels[eval_idx]
     ev = ctx.cfg.evaluation

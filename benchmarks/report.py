@@ -37,6 +37,7 @@ def summary_dict(transfer: dict, episodic: dict, protocol: TransferProtocol | No
                 row["buckets_top5"] = result.buckets(n_train, "top5")
             out["transfer"][group][method] = row
     out["shots"] = transfer.get("shots", {})
+    out["shots_kind"] = transfer.get("shots_kind", {})
     out["episodic"] = episodic.get("episodic", {})
     if "split" in episodic:
         out["episodic_split"] = episodic["split"]
@@ -104,7 +105,7 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
               "with test images; micro = over test images.", ""]
     for group in ("head", "tail"):
         lines += _transfer_table(group, summary["transfer"][group], per_class)
-    lines += _shots_table(summary["shots"]) + _episodic_table(summary["episodic"]) + _worst_classes(per_class)
+    lines += _shots_table(summary["shots"], summary.get("shots_kind", {})) + _episodic_table(summary["episodic"]) + _worst_classes(per_class)
     lines += ["## Phases", "", "| phase | seconds | reused |", "|---|---:|---|"]
     for name, seconds in run["phase_seconds"].items():
         how = "from " + run["imported_phases"][name] if name in run.get("imported_phases", {}) else "yes"
@@ -140,18 +141,20 @@ def _transfer_table(group: str, results: dict, per_class: pd.DataFrame) -> list[
     return lines
 
 
-def _shots_table(shots: dict) -> list[str]:
+def _shots_table(shots: dict, kinds: dict) -> list[str]:
     if not shots:
         return []
     ks = list(next(iter(shots.values())))
     lines = ["## Tail macro top-1 with K train images per class as prototypes", "",
-             "| method | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
+             "| method | curve | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|---|" + "---:|" * len(ks)]
     for method, row in shots.items():
         cells = [f"{_pct(row[k]['macro_top1'])} ± {_pct(row[k]['macro_top1_std'])}" if row[k]["draws"] > 1
                  else _pct(row[k]["macro_top1"]) for k in ks]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines + ["", "K is capped at what a class has; mean ± std over seeded draws; 'all' uses every train image.",
-                    ""]
+        lines.append(f"| {method} | {kinds.get(method, '–')} | " + " | ".join(cells) + " |")
+    return lines + ["", "K is capped at what a class has; mean ± std over seeded draws; 'all' uses every train image. "
+                    "'few-shot': the backbone never saw a tail image, so K images are all the method learns a "
+                    "tail class from; 'prototype subsampling': the backbone was trained on every tail train "
+                    "image, so the curve only shows how many prototypes the head needs.", ""]
 
 
 def _episodic_table(episodic: dict) -> list[str]:

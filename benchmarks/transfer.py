@@ -26,7 +26,7 @@ def run_transfer(ctx: RunContext, protocol: TransferProtocol) -> dict:
     wanted = [e for m in methods for e in (m.transfer, *m.needs)]
     trained = train_embeddings(ctx, "transfer", protocol, wanted)
     order = list(EMBEDDINGS)
-    results: dict = {"head": {}, "tail": {}, "shots": {}}
+    results: dict = {"head": {}, "tail": {}, "shots": {}, "shots_kind": {}}
     for method in sorted(methods, key=lambda m: order.index(m.transfer)):  # stable: registry order on ties
         if method.scorer is not None:
             scored = method.scorer(ctx, protocol, trained)
@@ -35,25 +35,26 @@ def run_transfer(ctx: RunContext, protocol: TransferProtocol) -> dict:
         emb = get_embedding(method.transfer)
         key = ctx.phase_key(f"eval_{method.name}", _eval_inputs(ctx, method), [ctx.phases.keys[emb.phase]])
         head, tail, shots = ctx.phases.run(f"eval_{method.name}", key, lambda: evaluate_features(
-            ctx, method, protocol, str(ctx.out / emb.checkpoint)))
+            ctx, method, protocol, emb.weights(ctx.out), emb.backbone(ctx.cfg)))
         results["head"][method.name], results["tail"][method.name] = head, tail
         results["shots"][method.name] = shots
+        results["shots_kind"][method.name] = "prototype subsampling" if emb.sees_tail else "few-shot"
     return results
 
 
 def _eval_inputs(ctx: RunContext, method: BenchmarkMethod) -> dict:
     cfg = ctx.cfg
-    return {"method": method.name, "evaluation": to_dict(cfg.evaluation), "seed": cfg.seed, "backbone": cfg.backbone,
+    return {"method": method.name, "evaluation": to_dict(cfg.evaluation), "seed": cfg.seed,
             "cpu_amp": cfg.cpu_amp, **{k: to_dict(cfg.data)[k] for k in ("n_head", "min_train")}}
 
 
 def evaluate_features(ctx: RunContext, method: BenchmarkMethod, protocol: TransferProtocol,
-                      checkpoint: str) -> tuple[TopKResult, TopKResult, dict]:
+                      checkpoint: str, backbone: str) -> tuple[TopKResult, TopKResult, dict]:
     """Embed the head and tail images with ``checkpoint``'s backbone; per-class top-k on the head and tail
     test images with the method fitted on all train images; then the K-shot study."""
     rows = np.concatenate([getattr(protocol, p) for p in PARTS])
     bounds = np.cumsum([0] + [len(getattr(protocol, p)) for p in PARTS])
-    embedded = ctx.features(checkpoint, rows)
+    embedded = ctx.features(checkpoint, rows, backbone)
     feats = {p: embedded[bounds[i]:bounds[i + 1]] for i, p in enumerate(PARTS)}
     base_mean = feats["head_train"].mean(0)  # the base (head) classes' mean feature, for CL2N
     out = []

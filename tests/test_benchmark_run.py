@@ -16,7 +16,15 @@ import pytest
 from PIL import Image
 
 from benchmarks import plots
-from benchmarks.methods import BenchmarkMethod, get_method, method_names, method_style, register_method, registered
+from benchmarks.methods import (
+    BenchmarkMethod,
+    available_method_names,
+    get_method,
+    method_names,
+    method_style,
+    register_method,
+    registered,
+)
 from benchmarks.run import get_args_parser, main
 from fewshot.methods import FewShotClassifier
 from fewshot.utils.errors import UserError, run_cli
@@ -24,7 +32,7 @@ from fewshot.utils.errors import UserError, run_cli
 SMOKE = Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "smoke.toml"
 EPISODIC_KEYS = {"2w1s", "2w5s", "5w1s", "5w5s"}  # the smoke config's settings (synthetic data has < 15 classes)
 # The smoke config runs every registered method; what each protocol must report follows from the registry.
-METHODS = set(method_names())
+METHODS = set(available_method_names())
 TRANSFER = {m for m in METHODS if get_method(m).transfer}
 EPISODIC = {m for m in METHODS if get_method(m).episodic}
 FEATURE_TRANSFER = {m for m in TRANSFER if get_method(m).head}
@@ -242,7 +250,7 @@ def test_shipped_configs_load_with_their_documented_settings(name):
     from fewshot.config import load_config
 
     cfg = load_config(BenchmarkConfig, SMOKE.parent / f"{name}.toml")
-    assert cfg.name == name and set(cfg.methods) == set(method_names())
+    assert cfg.name == name and set(cfg.methods) == set(available_method_names())
     assert cfg.train("stage2").class_weights == "inverse"  # the seed's class-weighted stage 2
     assert {cfg.train(t).seed for t in ("stage1", "stage2", "background", "protonet")} == {cfg.seed}
     if name in ("cpu", "gpu"):

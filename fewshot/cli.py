@@ -1,4 +1,9 @@
-"""The ``fewshot`` command: ``summary``, ``cache`` and ``synth`` subcommands."""
+"""The ``fewshot`` command: ``summary``, ``cache`` (build, --list, --prune), ``synth`` and ``weights`` subcommands.
+
+A mistake the user can fix (a bad path, a malformed styles.csv row, a bad option value) prints one line,
+``fewshot: error: ...``, and exits with code 2; ``--debug`` (or ``FEWSHOT_DEBUG=1``) adds the traceback. Any
+other exception is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,20 +14,35 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from fewshot.images.cache_admin import CacheEntry, delete_entries, human_bytes, list_caches, run_use, select_prunable
+from fewshot.utils.errors import UserError, run_cli
+
+if TYPE_CHECKING:  # the data layer imports torch: loaded only by the subcommands that need it
+    from fewshot.data.dataset import FashionProducts
 
 DATA_HELP = ("dataset folder holding styles.csv and images/ (default: $FEWSHOT_DATA); "
              "make a synthetic one with `fewshot synth --out DIR`")
+DEBUG_HELP = "on an error, show the full traceback too (also FEWSHOT_DEBUG=1)"
+SKIP_HELP = "leave malformed styles.csv rows out (each is reported) instead of stopping at the first"
 
 
 def data_dir(value: str | None) -> Path:
-    """``--data`` or ``$FEWSHOT_DATA``; a clear error when neither names a folder."""
+    """``--data`` or ``$FEWSHOT_DATA``; a clear error when neither names a folder.
+
+    Raises ``SystemExit`` with the message (one line through :func:`fewshot.utils.errors.run_cli`, and a
+    clean exit for the scripts that call this without it)."""
     value = value or os.environ.get("FEWSHOT_DATA")
     if not value:
-        raise SystemExit("fewshot: no dataset given; pass --data DIR or set FEWSHOT_DATA (download the Kaggle "
+        raise SystemExit("no dataset given; pass --data DIR or set FEWSHOT_DATA (download the Kaggle "
                          "'Fashion Product Images (Small)' dataset, or run `fewshot synth --out DIR`)")
     path = Path(value)
+    if not path.is_dir():
+        raise SystemExit(f"{path}: no such folder; point --data (or FEWSHOT_DATA) at the folder that holds "
+                         "styles.csv and images/")
     if not (path / "styles.csv").is_file():
-        raise SystemExit(f"fewshot: {path} has no styles.csv; point --data at the folder that holds "
+        raise SystemExit(f"{path} has no styles.csv; point --data (or FEWSHOT_DATA) at the folder that holds "
                          "styles.csv and images/")
     return path
 
@@ -38,29 +58,101 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _int_at_least(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {least}"  # argparse names the type by it in "invalid ... value" messages
+    return parse
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, e.g. 30 or 0.5; got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0 days, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are :class:`UserError`: one ``fewshot: error:`` line through
+    ``run_cli`` instead of argparse's usage block (subcommand parsers inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fewshot", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's default must not overwrite a --debug given before the subcommand.
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    parser = _Parser(prog="fewshot", description=__doc__, parents=[common],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below; `fewshot COMMAND --help` lists its options")
+    positive = _int_at_least(1)
 
-    p = sub.add_parser("summary", help="per-class table of a protocol: counts, roles, exclusions")
+    p = sub.add_parser("summary", help="per-class table of a protocol: counts, roles, exclusions", parents=[common],
+                       description="Per-class table of a protocol and its totals. The number of corrupt images "
+                                   "comes from an up-to-date image cache of the folder (`fewshot cache`), if any; "
+                                   "without one it is reported as not checked (null in --json).")
     p.add_argument("--data", help=DATA_HELP)
-    p.add_argument("--protocol", choices=("transfer", "episodic"), default="transfer")
+    p.add_argument("--protocol", choices=("transfer", "episodic"), default="transfer",
+                   help="transfer: head/tail classes, even/odd years; episodic: fixed background/evaluation "
+                        "class lists (default: transfer)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--n-head", type=int, default=20, help="transfer: number of head classes")
-    p.add_argument("--min-train", type=int, default=1, help="transfer: fewest train images of a tail class")
-    p.add_argument("--min-images", type=int, default=20, help="episodic: fewest images of a kept class")
-    p.add_argument("--skip-bad-rows", action="store_true", help="leave malformed styles.csv rows out (reported)")
+    p.add_argument("--n-head", type=positive, default=20, help="transfer: number of head classes (default 20)")
+    p.add_argument("--min-train", type=positive, default=1,
+                   help="transfer: fewest train images of a tail class (default 1)")
+    p.add_argument("--min-images", type=positive, default=20,
+                   help="episodic: fewest images of a kept class (default 20)")
+    p.add_argument("--skip-bad-rows", action="store_true", help=SKIP_HELP)
 
-    p = sub.add_parser("cache", help="build (or check) the decoded-image cache and time its loading")
+    p = sub.add_parser("cache", parents=[common],
+                       help="build (or check) the decoded-image cache and time its loading; list or prune caches",
+                       description="Build (or check) the decoded-image cache of --data and time its loading; "
+                                   "or, with --list / --prune, show or delete the image and feature caches "
+                                   "under $FEWSHOT_CACHE (default ~/.cache/fewshot).")
     p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--size", type=parse_size, default=(80, 60), help="HEIGHTxWIDTH (default 80x60)")
     p.add_argument("--strict", action="store_true", help="fail on a corrupt image instead of excluding it")
+    p.add_argument("--skip-bad-rows", action="store_true", help=SKIP_HELP)
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true",
+                      help="list the image and feature caches under $FEWSHOT_CACHE: kind, size, age, what they hold")
+    what.add_argument("--prune", action="store_true",
+                      help="delete the caches under $FEWSHOT_CACHE that no --keep run folder uses (with "
+                           "--older-than, only those older than DAYS; with neither, every cache) and print what "
+                           "was deleted and the space freed; caches are rebuilt when next needed")
+    p.add_argument("--keep", nargs="+", action="extend", type=Path, default=[], metavar="RUN_DIR",
+                   help="--prune: keep the image cache and features that this benchmark run folder uses "
+                        "(read from its run.json; repeatable)")
+    p.add_argument("--older-than", type=_days, metavar="DAYS",
+                   help="--prune: delete only caches written more than DAYS days ago")
+    p.add_argument("--dry-run", action="store_true", help="--prune: only list what would be deleted")
 
-    p = sub.add_parser("synth", help="write a deterministic synthetic long-tail dataset in the Kaggle layout")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--classes", type=int, default=40)
-    p.add_argument("--images", type=int, default=3000)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("synth", parents=[common],
+                       help="write a deterministic synthetic long-tail dataset in the Kaggle layout")
+    p.add_argument("--out", required=True, type=Path,
+                   help="folder to write styles.csv, images/ and a SYNTHETIC marker into (new, empty, or an "
+                        "earlier synthetic dataset, which is regenerated)")
+    p.add_argument("--classes", type=positive, default=40,
+                   help="number of article types, 4 to the size of the shipped class lists (default 40)")
+    p.add_argument("--images", type=positive, default=3000,
+                   help="number of styles.csv rows, at least 10 per class (default 3000)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="random seed; the same seed writes the same files (default 0)")
+
+    p = sub.add_parser("weights", parents=[common],
+                       help="which backbones' ImageNet weights load on this machine without network, and from where")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     return parser
 
 
@@ -75,7 +167,7 @@ def _summary(args: argparse.Namespace) -> int:
         protocol = TransferProtocol.from_styles(ds.styles, n_head=args.n_head, min_train=args.min_train)
     else:
         protocol = EpisodicProtocol.from_styles(ds.styles, min_images=args.min_images)
-    info = {**ds.describe(), "protocol": args.protocol, **protocol.totals()}
+    info = {**ds.describe(), **_corrupt_counts(ds), "protocol": args.protocol, **protocol.totals()}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -84,6 +176,10 @@ def _summary(args: argparse.Namespace) -> int:
     if ds.synthetic:
         print("SYNTHETIC DATA (written by `fewshot synth`), not the real catalogue")
     print(f"{ds.root}: {ds.n_rows} rows, {len(ds)} images, {len(ds.missing)} rows without an image")
+    if info["n_corrupt_images"] is None:
+        print(f"corrupt images: {info['corrupt_images_checked']}")
+    else:
+        print(f"corrupt images: {info['n_corrupt_images']} ({info['corrupt_images_checked']})")
     print(protocol.summary().to_string(index=False))
     print()
     for key, value in protocol.totals().items():
@@ -92,19 +188,82 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corrupt_counts(ds: FashionProducts) -> dict[str, object]:
+    """``n_corrupt_images`` as the latest image cache build of ``ds``'s folder found it, and where that
+    number comes from. Only decoding finds a corrupt JPEG, and the summary decodes nothing: without an
+    up-to-date cache the count is None ("not checked"), never a 0 that claims a check."""
+    found = ds.recorded_corrupt()
+    if found is None:
+        return {"n_corrupt_images": None,
+                "corrupt_images_checked": f"not checked: no up-to-date image cache of this folder; run "
+                                          f"`fewshot cache --data {ds.root}` to decode every image"}
+    return {"n_corrupt_images": len(found.bad),
+            "corrupt_images_checked": f"found by the {found.size[0]}x{found.size[1]} image cache build {found.path}"}
+
+
 def _cache(args: argparse.Namespace) -> int:
+    if args.list or args.prune:
+        return _cache_admin(args)
+    for flag in ("keep", "older_than", "dry_run"):
+        if getattr(args, flag):
+            raise UserError(f"--{flag.replace('_', '-')} goes with --prune (see `fewshot cache --help`)")
     from fewshot.data.dataset import FashionProducts
 
-    ds = FashionProducts(data_dir(args.data), warn=False)
-    cached = ds.cached(args.size, strict=args.strict)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = FashionProducts(data_dir(args.data), warn=False, on_bad_rows="skip" if args.skip_bad_rows else "raise")
+        cached = ds.cached(args.size, strict=args.strict)
+    for w in caught:
+        print(f"note: {w.message}", file=sys.stderr)
     verb = "built" if cached.cache.built_now else "found"
     start = time.perf_counter()
-    again = ds.cached(args.size, strict=args.strict, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same notes again
+        again = ds.cached(args.size, strict=args.strict, progress=False)
     load_s = time.perf_counter() - start
     print(f"{verb} {again.cache.path}{' (SYNTHETIC data)' if ds.synthetic else ''}: {len(again)} images of "
           f"{args.size[0]}x{args.size[1]}, "
           f"{len(again.corrupt)} corrupt; build took {again.cache.build_seconds} s, loading takes {load_s:.2f} s")
     return 0
+
+
+def _cache_admin(args: argparse.Namespace) -> int:
+    """``fewshot cache --list`` and ``--prune``."""
+    from fewshot.data.cache import default_cache_root
+
+    given = [f"--{name.replace('_', '-')}" for name in ("data", "strict", "skip_bad_rows") if getattr(args, name)]
+    if given:
+        raise UserError(f"{' '.join(given)} does not go with --list/--prune, which act on every cache under "
+                        "$FEWSHOT_CACHE")
+    if args.list and (args.keep or args.older_than is not None or args.dry_run):
+        raise UserError("--keep, --older-than and --dry-run go with --prune, not --list")
+    root = default_cache_root()
+    entries = list_caches(root)
+    if args.list:
+        for e in entries:
+            print(_entry_line(e))
+        total = sum(e.n_bytes for e in entries)
+        print(f"{len(entries)} cache(s), {human_bytes(total)} in all, under {root}" if entries
+              else f"no caches under {root}")
+        return 0
+    keep = [run_use(folder) for folder in args.keep]  # read them all first: a bad --keep deletes nothing
+    doomed = select_prunable(entries, keep, args.older_than)
+    verb = "would delete" if args.dry_run else "deleted"
+    freed = sum(e.n_bytes for e in doomed) if args.dry_run else 0
+    for e in doomed:
+        if not args.dry_run:
+            freed += delete_entries(root, [e])
+        print(f"{verb} {_entry_line(e)}")
+    kept = len(entries) - len(doomed)
+    print(f"{verb} {len(doomed)} cache(s), {'would free' if args.dry_run else 'freed'} {human_bytes(freed)}; "
+          f"kept {kept} under {root}")
+    return 0
+
+
+def _entry_line(entry: CacheEntry) -> str:
+    state = " [being written]" if entry.building else ""
+    return (f"{entry.kind:<8} {human_bytes(entry.n_bytes):>9} {entry.age_days():7.1f} days  {entry.path}{state}  "
+            f"{entry.description}")
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -115,9 +274,30 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _weights(args: argparse.Namespace) -> int:
+    from fewshot.models.backbones import imagenet_availability
+
+    rows = imagenet_availability()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        if not row["imagenet"]:
+            print(f"{row['backbone']:<20} none     {row['note']}")
+            continue
+        where = f"{row['file'] or '-'}" + (f"  ({row['note']})" if row["note"] else "")
+        print(f"{row['backbone']:<20} {'offline' if row['offline'] else 'missing':<8} {where}  [{row['source']}]")
+    return 0
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    return {"summary": _summary, "cache": _cache, "synth": _synth}[args.command](args)
+    return {"summary": _summary, "cache": _cache, "synth": _synth, "weights": _weights}[args.command](args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``fewshot`` console command; its exit code (2 for a user error, printed as one line)."""
+    return run_cli(_main, argv, prog="fewshot")
 
 
 if __name__ == "__main__":

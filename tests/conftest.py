@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +11,22 @@ from PIL import Image
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test writes into the user's ~/.cache/fewshot."""
-    if "FEWSHOT_CACHE" not in os.environ or not os.environ["FEWSHOT_CACHE"].startswith(str(tmp_path_factory.getbasetemp())):
-        monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path_factory.getbasetemp() / "fewshot-cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No test, and no subprocess a test starts, writes into the user's ~/.cache/fewshot.
+
+    Session scope: pytest sets up wider-scoped fixtures first, so a function-scoped fixture would come too
+    late for module- and session-scoped ones (e.g. the benchmark smoke run, a subprocess). The variable is
+    set in ``os.environ`` itself so that subprocesses inherit it, and restored when the session ends.
+    """
+    cache = tmp_path_factory.getbasetemp() / "fewshot-cache"
+    before = os.environ.get("FEWSHOT_CACHE")
+    os.environ["FEWSHOT_CACHE"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("FEWSHOT_CACHE", None)
+    else:
+        os.environ["FEWSHOT_CACHE"] = before
 
 
 @pytest.fixture

@@ -248,13 +248,13 @@ def test_imagenet_weights_offline_without_cache_say_both_ways_out(offline_hub, n
     message = str(err.value)
     filename = os.path.basename(torchvision.models.get_model_weights(name).DEFAULT.url)
     assert filename in message and str(folder) in message
-    assert "$TORCH_HOME/hub/checkpoints/" in message and "--weights none" in message
+    assert "$TORCH_HOME/hub/checkpoints/" in message and "weights = \"none\"" in message
     assert len(calls) == 1  # one download attempt, answered by the fake network
 
 
 @pytest.mark.parametrize("name", ["conv4", "resnet12"])
 def test_imagenet_weights_for_few_shot_backbones_are_refused(name):
-    with pytest.raises(ValueError, match="has no ImageNet weights.*--weights none"):
+    with pytest.raises(ValueError, match="has no ImageNet weights.*weights = \"none\""):
         create_backbone(name, "imagenet")
 
 

@@ -97,7 +97,7 @@ def test_smoke_run_record_and_markdown_say_what_ran(smoke_run):
     assert run["status"] == "finished" and run["seed"] == 0 and run["git_revision"]
     assert run["dataset"]["synthetic"] is True and len(run["dataset"]["image_cache_key"]) == 64
     phases = {"stage1", "stage2", "protonet_train", "background_train", "protonet_bg_train", "eval_episodic_protonet"}
-    assert phases <= set(run["phase_seconds"]) and set(run["phase_keys"]) == set(run["phase_seconds"])
+    assert phases <= set(run["phase_seconds"]) <= set(run["phase_keys"])  # frozen weights have a key, no phase
     assert run["packages"]["torch"]
     config = tomllib.loads((smoke_run / "config.resolved.toml").read_text())
     assert config["name"] == "smoke" and config["data"]["source"] == "synthetic"
@@ -364,7 +364,8 @@ def test_a_new_feature_method_needs_only_a_registration_to_reach_every_result(sm
         assert method.name in part
     assert all(0.2 < r["mean"] <= 1 for r in summary["episodic"][method.name].values())  # well above chance
     # in the episodic table it follows the method on the same embedding (baseline_centroid), as registered
-    assert list(summary["episodic"]) == ["baseline_centroid", method.name, "protonet"]
+    order = list(summary["episodic"])
+    assert order.index("baseline_centroid") + 1 == order.index(method.name) < order.index("protonet")
     table = pd.read_csv(out / "per_class.csv")
     assert table[f"{method.name}/top1"].notna().sum() > 20
     assert style not in [method_style(m) for m in METHODS]

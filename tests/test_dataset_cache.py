@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from torch.utils.data import DataLoader
 
 from fewshot.data import cache as cache_mod
 from fewshot.data.cache import CorruptImageError, decode_image
-from fewshot.data.dataset import FashionProducts
+from fewshot.data.dataset import EmptyDatasetError, FashionProducts
+from fewshot.utils.errors import UserError
 from tests.conftest import solid_jpeg, style_row
 
 COLOURS = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255), 4: (250, 250, 0), 5: (0, 250, 250)}
@@ -103,8 +105,64 @@ def test_cache_excludes_and_reports_corrupt_images(make_layout, tmp_path, payloa
 
 def test_strict_cache_build_raises_on_a_corrupt_image(make_layout, tmp_path):
     root = make_layout(_rows(), {**COLOURS, 4: b""})
-    with pytest.raises(CorruptImageError, match=r"4\.jpg: empty file.*strict=False"):
+    with pytest.raises(CorruptImageError, match=r"4\.jpg: empty file.*without --strict") as info:
         FashionProducts(root).cached(cache_root=tmp_path / "c", strict=True, progress=False)
+    assert "strict=False" not in str(info.value)  # the flag a user passes, not the Python keyword
+
+
+def test_strict_load_of_a_cache_with_corrupt_images_says_what_to_do(make_layout, tmp_path):
+    root = make_layout(_rows(), {**COLOURS, 4: b""})
+    with pytest.warns(UserWarning, match="could not be decoded"):
+        FashionProducts(root).cached(cache_root=tmp_path / "c", progress=False)
+    with pytest.raises(CorruptImageError, match=r"1 corrupt image\(s\), e.g. id 4.*without --strict"):
+        FashionProducts(root).cached(cache_root=tmp_path / "c", strict=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("rows", "missing", "skip", "why"),
+    [
+        ([], (), False, "styles.csv has a header but no data rows"),
+        ([style_row(1, "Shirts"), style_row(2, "Jeans")], (1, 2), False,
+         r"none of the 2 row\(s\) of styles.csv has its image file \(e.g. images/1.jpg is missing\)"),
+        (["1,Men,short", "2,Men,short"], (), True, r"all 2 row\(s\) of styles.csv are malformed.*line 2"),
+    ],
+    ids=["header-only", "no-image-files", "all-rows-skipped"],
+)
+def test_dataset_refuses_a_folder_without_usable_products(make_layout, rows, missing, skip, why):
+    root = make_layout(rows, missing=missing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped and image-less rows are also reported as warnings
+        with pytest.raises(EmptyDatasetError, match=f"no usable products: {why}"):
+            FashionProducts(root, on_bad_rows="skip" if skip else "raise")
+
+
+def test_cached_dataset_refuses_when_every_image_is_corrupt(make_layout, tmp_path):
+    root = make_layout(_rows(), {pid: b"not a jpeg" for pid in range(1, 6)})
+    with pytest.raises(EmptyDatasetError, match=r"no usable products: all 5 image\(s\) are corrupt"):
+        FashionProducts(root).cached(cache_root=tmp_path / "c", progress=False)
+
+
+def test_cache_build_in_an_unwritable_place_says_where_to_point_fewshot_cache(make_layout, tmp_path):
+    root = make_layout(_rows(), COLOURS)
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(UserError, match="cannot write the image cache in .*set FEWSHOT_CACHE to a writable folder"):
+        FashionProducts(root).cached(cache_root=tmp_path / "a-file", progress=False)
+
+
+@pytest.mark.parametrize("n_corrupt", [0, 3])
+def test_recorded_corrupt_reads_an_earlier_build_without_decoding(make_layout, tmp_path, monkeypatch, n_corrupt):
+    root = make_layout(_rows(), {**COLOURS, **{pid: b"" for pid in range(1, 1 + n_corrupt)}})
+    assert FashionProducts(root).recorded_corrupt(cache_root=tmp_path / "c") is None  # nothing built yet
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        FashionProducts(root).cached((40, 30), cache_root=tmp_path / "c", progress=False)
+    monkeypatch.setattr(cache_mod, "decode_image", lambda *a: (_ for _ in ()).throw(AssertionError("decoded")))
+    plain = FashionProducts(root)
+    assert plain.describe()["n_corrupt_images"] is None  # it decoded nothing, so it cannot claim 0
+    found = plain.recorded_corrupt(cache_root=tmp_path / "c")
+    assert found is not None and sorted(found.bad) == list(range(1, 1 + n_corrupt)) and found.size == (40, 30)
+    _change_styles(root)  # a stale cache describes other files: it does not count
+    assert FashionProducts(root).recorded_corrupt(cache_root=tmp_path / "c") is None
 
 
 def test_cache_is_reused_when_nothing_changed(make_layout, tmp_path, monkeypatch):

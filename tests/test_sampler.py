@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from fewshot import Episode, EpisodeCollate, EpisodeSampler, VariableEpisodeSampler, collate_episode
 from fewshot.sampling._random import floyd_choose, philox4x32, random_order, uniforms
@@ -121,7 +121,7 @@ def check_batch(labels: np.ndarray, batch: np.ndarray, sampler: EpisodeSampler) 
     n_shot=st.integers(1, 5),
     n_query=st.integers(1, 5),
     seed=st.integers(0, 2**64),
-    offset=st.integers(-50, 50),
+    offset=st.integers(0, 50),  # any non-negative labels: negative ones are refused (see the errors below)
 )
 def test_episodes_have_n_way_distinct_classes_and_exact_disjoint_shots(sizes, n_way, n_shot, n_query, seed, offset):
     labels = make_labels(sizes, seed % 1000, offset=offset, spacing=3)
@@ -272,6 +272,35 @@ def test_sampler_raises_on_bad_labels(labels, message):
 def test_sampler_raises_on_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EpisodeSampler(make_labels([5, 5, 5]), 2, 1, 1, 5, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda labels: EpisodeSampler(labels, 2, 2, 2, 5, seed=0),
+     lambda labels: VariableEpisodeSampler(labels, 5, seed=0, min_ways=2)],
+    ids=["EpisodeSampler", "VariableEpisodeSampler"],
+)
+@pytest.mark.parametrize("as_tensor", [False, True])
+@pytest.mark.parametrize("negative", [-1, -7])
+def test_sampler_refuses_negative_labels_and_says_how_to_drop_them(make, as_tensor, negative):
+    # -1 usually means "unlabelled": sampled as a class it would mix unrelated items in one way
+    labels = make_labels([10, 10, 10])
+    labels[[3, 8, 20]] = negative
+    message = rf"labels hold 3 negative value\(s\) \(e.g. {negative} at index 3\).*torch.utils.data.Subset"
+    with pytest.raises(ValueError, match=message):
+        make(torch.as_tensor(labels) if as_tensor else labels)
+
+
+def test_sampler_on_the_labelled_subset_never_yields_an_unlabelled_item():
+    labels = make_labels([10, 10, 10])
+    labels[::4] = -1
+    keep = np.flatnonzero(labels >= 0)  # the recipe the error message gives
+    sampler = EpisodeSampler(labels[keep], 3, 2, 2, 20, seed=0)
+    loader = DataLoader(Subset(LabelledPoints(labels), keep), batch_sampler=sampler, collate_fn=sampler.collate)
+    for ep in loader:
+        items = torch.cat([ep.support_x, ep.query_x])
+        assert (items[:, 1] >= 0).all() and np.isin(items[:, 0].long().numpy(), keep).all()
+        check_episode(ep, labels, 3, 2, 2)
 
 
 # --- collate and DataLoader ------------------------------------------------------------------------

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fewshot.data.styles import COLUMNS, StylesFormatError, read_styles
+from fewshot.utils.errors import UserError
 from tests.conftest import HEADER, style_row
 
 
@@ -55,7 +56,8 @@ def test_read_styles_raises_naming_file_line_and_problem(tmp_path, bad_line, lin
         read_styles(path)
     message = str(info.value)
     assert str(path) in message and f"line {lineno}" in message and fragment in message
-    assert "on_bad_rows='skip'" in message  # says what to do
+    # says what to do, in the words of the command line and the config, not of a Python keyword argument
+    assert "--skip-bad-rows" in message and "data.skip_bad_rows" in message and "on_bad_rows" not in message
 
 
 def test_read_styles_skip_reports_every_bad_row_and_keeps_the_rest(tmp_path):
@@ -77,6 +79,19 @@ def test_read_styles_rejects_a_wrong_header(tmp_path):
 def test_read_styles_rejects_unknown_on_bad_rows_value(tmp_path):
     with pytest.raises(ValueError, match="'raise' or 'skip'"):
         read_styles(_write(tmp_path, [style_row(1, "Shirts")]), on_bad_rows="ignore")
+
+
+def test_read_styles_refuses_a_file_that_is_not_utf8_naming_the_line(tmp_path):
+    path = tmp_path / "styles.csv"
+    path.write_bytes(("\n".join([HEADER, style_row(1, "Shirts")]) + "\n").encode() + b"2,Men,Caf\xe9\n")
+    with pytest.raises(StylesFormatError, match=r"styles.csv, line 3: not UTF-8 text.*save the file as UTF-8"):
+        read_styles(path)
+
+
+def test_read_styles_missing_file_is_a_user_error_and_still_a_file_not_found_error(tmp_path):
+    with pytest.raises(UserError, match="no such styles.csv; point --data") as info:
+        read_styles(tmp_path / "styles.csv")
+    assert isinstance(info.value, FileNotFoundError)  # what callers caught before
 
 
 def test_read_styles_accepts_crlf_line_endings(tmp_path):

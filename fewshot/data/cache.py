@@ -16,6 +16,7 @@ modification time changed.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,14 +30,19 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from fewshot.utils.errors import UserError
 from fewshot.utils.io import atomic_write_json
 
 CACHE_VERSION = 2  # 2: index.json carries pixels_sha256
 _PAD = (255, 255, 255)  # product photos sit on white, so padding is white too
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(UserError):
     """An image that cannot be decoded, raised by a strict cache build."""
+
+
+# How a user leaves corrupt images out instead: `fewshot cache` without --strict (the library's strict=False).
+_NOT_STRICT_HINT = "or build without --strict to leave corrupt images out (they are then reported)"
 
 
 @dataclass(frozen=True)
@@ -132,9 +138,44 @@ def load_or_build(
     if cached is not None:
         if strict and cached.bad:
             first = next(iter(cached.bad.items()))
-            raise CorruptImageError(f"{len(cached.bad)} corrupt image(s), e.g. id {first[0]}: {first[1]}")
+            raise CorruptImageError(f"{len(cached.bad)} corrupt image(s), e.g. id {first[0]}: {first[1]}. Remove or "
+                                    f"replace them, {_NOT_STRICT_HINT}")
         return cached
-    return _build(root, folder, key, size, ids, strict=strict, progress=progress)
+    try:
+        return _build(root, folder, key, size, ids, strict=strict, progress=progress)
+    except OSError as err:
+        # Image files that cannot be read become CorruptImageError inside the build, so an OSError that gets
+        # here is about the cache folder: one the user can point elsewhere or make room in.
+        if err.errno in _CACHE_WRITE_ERRNOS:
+            raise UserError(f"cannot write the image cache in {folder} ({err.strerror}); set FEWSHOT_CACHE to a "
+                            "writable folder with free space, or free some with `fewshot cache --prune`") from err
+        raise
+
+
+_CACHE_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENOTDIR}
+
+
+def find_existing(
+    root: str | os.PathLike, ids: Sequence[int], *, cache_root: str | os.PathLike | None = None
+) -> ImageCache | None:
+    """An up-to-date cache of ``root`` for ``ids`` at any size, without building or decoding anything;
+    None when there is none (never built, or stale since ``styles.csv`` or ``images/`` changed).
+
+    For reports that want what a build found (e.g. the corrupt images) without paying for one.
+    """
+    root = Path(root)
+    parent = cache_dir_for(root, (1, 1), Path(cache_root) if cache_root else None).parent
+    ids = np.asarray(ids, dtype=np.int64)
+    try:
+        folders = sorted(p for p in parent.iterdir() if re.fullmatch(r"\d+x\d+", p.name))
+    except OSError:
+        return None
+    for folder in folders:
+        size = tuple(int(v) for v in folder.name.split("x"))
+        found = _load(folder, dataset_key(root, size), size, ids)
+        if found is not None:
+            return found
+    return None
 
 
 def _load(folder: Path, key: str, size: tuple[int, int], ids: np.ndarray) -> ImageCache | None:
@@ -170,8 +211,7 @@ def _build(
                 buffer[len(good)] = decode_image(root / "images" / f"{pid}.jpg", size)
             except CorruptImageError as err:
                 if strict:
-                    raise CorruptImageError(f"{err}. Remove or replace the file, or build with strict=False "
-                                            "to leave corrupt images out.") from err
+                    raise CorruptImageError(f"{err}. Remove or replace the file, {_NOT_STRICT_HINT}") from err
                 bad[int(pid)] = str(err)
                 continue
             good.append(int(pid))

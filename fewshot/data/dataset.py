@@ -19,9 +19,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from fewshot.data import cache as image_cache
-from fewshot.data.styles import read_styles
+from fewshot.data.styles import DatasetLayoutError, read_styles
+from fewshot.utils.errors import UserError
 
 SYNTHETIC_MARKER = "SYNTHETIC"
+
+
+class EmptyDatasetError(UserError):
+    """No usable product: styles.csv has no data row, or none of its rows has a (decodable) image."""
 
 
 class FashionProducts(Dataset):
@@ -33,7 +38,8 @@ class FashionProducts(Dataset):
         classes: sorted article types present in ``styles``; ``labels[i]`` indexes into it.
         labels: int64 [N]; ``targets`` is the same list, as torchvision's ``ImageFolder`` has it.
         missing: rows of styles.csv whose image file does not exist (reported, excluded).
-        corrupt: products whose JPEG could not be decoded, id -> reason (known once the cache is built).
+        corrupt: products whose JPEG could not be decoded, id -> reason (known once the cache is built;
+            empty before: see :meth:`recorded_corrupt` for what an earlier build found).
         images: uint8 [N, H, W, 3] when served from the cache, else None.
         synthetic: True when ``root`` was written by ``fewshot synth``.
     """
@@ -48,7 +54,7 @@ class FashionProducts(Dataset):
     ) -> None:
         self.root = Path(root)
         if not (self.root / "images").is_dir():
-            raise FileNotFoundError(
+            raise DatasetLayoutError(
                 f"{self.root}: no images/ folder. Point --data (or FEWSHOT_DATA) at a folder holding "
                 "styles.csv and images/<id>.jpg, or make a synthetic one with `fewshot synth --out DIR`."
             )
@@ -65,7 +71,22 @@ class FashionProducts(Dataset):
         self.images: np.ndarray | None = None
         self.transform = transform
         self.synthetic = (self.root / SYNTHETIC_MARKER).exists()
+        if not has_image.any():
+            raise EmptyDatasetError(self._why_empty(len(all_rows)))
         self._set_rows(all_rows[has_image].reset_index(drop=True))
+
+    def _why_empty(self, n_rows: int) -> str:
+        """The message for a folder without a single usable product, saying which of three cases it is."""
+        where = f"{self.root}: no usable products"
+        if n_rows:
+            example = self.missing["id"].iloc[0]
+            return (f"{where}: none of the {n_rows} row(s) of styles.csv has its image file (e.g. "
+                    f"images/{example}.jpg is missing); is images/ the Kaggle image folder?")
+        if self.bad_rows:
+            return (f"{where}: all {len(self.bad_rows)} row(s) of styles.csv are malformed and were skipped "
+                    f"(first: line {self.bad_rows[0].line}, {self.bad_rows[0].reason}); fix the rows")
+        return (f"{where}: styles.csv has a header but no data rows; point --data (or FEWSHOT_DATA) at the "
+                "complete dataset")
 
     def _set_rows(self, styles: pd.DataFrame) -> None:
         self.styles = styles
@@ -104,6 +125,9 @@ class FashionProducts(Dataset):
         out.corrupt = dict(c.bad)
         out.images = c.images
         out.cache = c
+        if not len(c.ids):
+            raise EmptyDatasetError(f"{self.root}: no usable products: all {len(c.bad)} image(s) are corrupt "
+                                    f"(e.g. {next(iter(c.bad.values()))})")
         if c.bad:
             warnings.warn(f"{self.root}: {len(c.bad)} image(s) could not be decoded and are excluded: "
                           + "; ".join(f"id {k}: {v}" for k, v in list(c.bad.items())[:5]), stacklevel=2)
@@ -130,12 +154,24 @@ class FashionProducts(Dataset):
         batch = torch.from_numpy(self.images[np.asarray(indices)]).permute(0, 3, 1, 2)
         return list(zip(batch, self.labels[indices].tolist()))
 
+    def recorded_corrupt(self, cache_root: str | os.PathLike | None = None) -> image_cache.ImageCache | None:
+        """The up-to-date image cache of these products (any size) whose ``bad`` lists the corrupt images
+        its build found; None when no such cache exists. Reads an index, decodes nothing."""
+        if self.images is not None:
+            return self.cache
+        return image_cache.find_existing(self.root, self.ids, cache_root=cache_root)
+
     def describe(self) -> dict[str, Any]:
-        """Counts for reports: rows, usable images, missing and corrupt ones, whether synthetic."""
+        """Counts for reports: rows, usable images, missing and corrupt ones, whether synthetic.
+
+        ``n_corrupt_images`` is None unless served from the cache: only decoding finds a corrupt JPEG,
+        and a plain ``FashionProducts`` decodes nothing (a 0 there would claim a check that never ran).
+        """
         return {
             "root": str(self.root), "synthetic": self.synthetic, "n_rows": self.n_rows,
-            "n_images": len(self) , "n_missing_images": len(self.missing),
-            "n_bad_rows": len(self.bad_rows), "n_corrupt_images": len(self.corrupt),
+            "n_images": len(self), "n_missing_images": len(self.missing),
+            "n_bad_rows": len(self.bad_rows),
+            "n_corrupt_images": len(self.corrupt) if self.images is not None else None,
             "n_classes": len(self.classes),
         }
 

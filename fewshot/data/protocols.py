@@ -14,6 +14,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from fewshot.utils.errors import UserError
+
 
 def _frozen(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.int64)
@@ -85,8 +87,9 @@ class TransferProtocol:
         counts.index.name = "class"
         ranked = sorted(counts.index[counts["n_train"] > 0], key=lambda c: (-counts.at[c, "n_train"], c))
         if len(ranked) < n_head:
-            raise ValueError(f"only {len(ranked)} classes have train (even-year) images; n_head={n_head} "
-                             "needs at least that many; lower n_head")
+            raise UserError(f"only {len(ranked)} classes have train (even-year) images; n_head={n_head} "
+                            "needs at least that many; lower n_head (fewshot summary --n-head; benchmark "
+                            "config: data.n_head)")
         head = tuple(ranked[:n_head])
         tail = tuple(sorted(c for c in ranked[n_head:] if counts.at[c, "n_train"] >= min_train))
         excluded: dict[str, str] = {}

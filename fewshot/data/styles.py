@@ -15,6 +15,8 @@ from typing import Literal
 
 import pandas as pd
 
+from fewshot.utils.errors import UserError
+
 COLUMNS: tuple[str, ...] = (
     "id", "gender", "masterCategory", "subCategory", "articleType",
     "baseColour", "season", "year", "usage", "productDisplayName",
@@ -22,8 +24,15 @@ COLUMNS: tuple[str, ...] = (
 _TEXT_COLUMNS = [c for c in COLUMNS if c not in ("id", "year")]
 
 
-class StylesFormatError(ValueError):
+class StylesFormatError(UserError):
     """A malformed ``styles.csv``; the message names the file, the line and what is wrong."""
+
+
+class DatasetLayoutError(UserError, FileNotFoundError):
+    """The dataset folder lacks ``styles.csv`` or ``images/``. Also a FileNotFoundError, which it used to be."""
+
+# What a user passes to leave malformed rows out, on the command line and in a benchmark config.
+SKIP_BAD_ROWS_HINT = "pass --skip-bad-rows (benchmark config: data.skip_bad_rows = true)"
 
 
 @dataclass(frozen=True)
@@ -63,9 +72,15 @@ def read_styles(
 def _read_lines(path: Path) -> list[str]:
     """The file's lines, after checking it exists and starts with the Kaggle header."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such styles.csv; point --data (or FEWSHOT_DATA) at the dataset folder")
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        lines = fh.read().splitlines()
+        raise DatasetLayoutError(f"{path}: no such styles.csv; point --data (or FEWSHOT_DATA) at the dataset folder")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            lines = fh.read().splitlines()
+    except UnicodeDecodeError as err:
+        # Count lines up to the bad byte, so the message points at the row to fix.
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise StylesFormatError(f"{path}, line {line}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                                "save the file as UTF-8") from None
     if not lines:
         raise StylesFormatError(f"{path}: the file is empty; expected the header {','.join(COLUMNS)}")
     header = tuple(h.strip() for h in lines[0].split(","))
@@ -91,8 +106,8 @@ def _parse_rows(path: Path, rows: list[str], on_bad_rows: str) -> tuple[list[lis
         if reason is not None:
             if on_bad_rows == "raise":
                 raise StylesFormatError(
-                    f"{path}, line {lineno}: {reason}: {line[:120]!r}. Fix the row, or pass "
-                    "on_bad_rows='skip' to leave malformed rows out (they are then reported)."
+                    f"{path}, line {lineno}: {reason}: {line[:120]!r}. Fix the row, or {SKIP_BAD_ROWS_HINT} "
+                    "to leave malformed rows out (they are then reported)"
                 )
             bad.append(BadRow(lineno, reason, line))
             continue

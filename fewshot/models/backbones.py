@@ -251,7 +251,7 @@ def imagenet_state_dict(name: str, model: nn.Module | None = None) -> dict[str, 
     source = _IMAGENET.get(name)
     if source is None:
         raise ValueError(f"backbone {name!r} has no ImageNet weights (only {', '.join(sorted(_IMAGENET))} "
-                         "have); use --weights none or a checkpoint path")
+                         "have); set weights = \"none\" (or a checkpoint path) in the config")
     return dict(source.load(create_backbone(name) if model is None else model))
 
 
@@ -268,7 +268,7 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
         raise RuntimeError(
             f"ImageNet weights for {name} are not in the torch cache and could not be downloaded from {url} "
             f"({e}). Either put the file {filename} into {cached.parent} ($TORCH_HOME/hub/checkpoints/; "
-            "set TORCH_HOME to choose the folder), or train from scratch with --weights none.") from e
+            "set TORCH_HOME to choose the folder), or train from scratch with weights = \"none\" in the config.") from e
 
 
 def checkpoint_backbone_state(path: str | os.PathLike, name: str | None = None) -> dict[str, torch.Tensor]:

@@ -24,6 +24,23 @@ def as_label_array(labels: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndar
     return arr.astype(np.int64, copy=False)
 
 
+def refuse_negative_labels(labels: np.ndarray, sampler: str) -> None:
+    """Raise ``ValueError`` when ``labels`` [n] holds a negative value.
+
+    -1 conventionally marks an unlabelled item (outside the training set, unknown class); grouped by
+    value it would silently become one more class, mixing unrelated items in an episode.
+    """
+    negative = np.flatnonzero(labels < 0)
+    if negative.size:
+        first = int(negative[0])
+        raise ValueError(
+            f"labels hold {negative.size} negative value(s) (e.g. {int(labels[first])} at index {first}); "
+            f"{sampler} would sample them as a class of their own, so it refuses them. To leave unlabelled "
+            f"items out, build the sampler on the labelled subset: keep = np.flatnonzero(labels >= 0); "
+            f"{sampler}(labels[keep], ...) with DataLoader(torch.utils.data.Subset(dataset, keep), ...)"
+        )
+
+
 @dataclass(frozen=True)
 class ClassIndex:
     """Items grouped by class (CSR layout).

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from fewshot.sampling._classes import as_label_array, build_class_index
+from fewshot.sampling._classes import as_label_array, build_class_index, refuse_negative_labels
 from fewshot.sampling._random import floyd_choose, random_order, uniforms
 from fewshot.sampling.base import BaseEpisodeSampler, check_positive
 from fewshot.sampling.episode import EpisodeCollate
@@ -23,7 +23,12 @@ class EpisodeSampler(BaseEpisodeSampler):
     query. Usable as ``DataLoader(ds, batch_sampler=sampler, collate_fn=sampler.collate)``.
 
     Args:
-        labels: one int label per dataset item ([n]), e.g. ``ImageFolder.targets``.
+        labels: one int label >= 0 per dataset item ([n]), e.g. ``ImageFolder.targets``. A negative label
+            (e.g. -1 for "unlabelled") raises ``ValueError`` rather than becoming a class; to leave such
+            items out, build the sampler on the labelled subset:
+            ``keep = np.flatnonzero(labels >= 0)``, ``sampler = EpisodeSampler(labels[keep], ...)`` and
+            ``DataLoader(torch.utils.data.Subset(dataset, keep), batch_sampler=sampler, ...)``: the
+            sampler's indices are positions in ``keep``, which ``Subset`` maps back to the dataset.
         n_way, n_shot, n_query: episode shape; n_episodes: ``len(self)``.
         seed: any non-negative int; ``None`` draws one (kept in ``self.seed``).
         classes: restrict sampling to these labels.
@@ -46,6 +51,7 @@ class EpisodeSampler(BaseEpisodeSampler):
         check_positive(n_way=n_way, n_shot=n_shot, n_query=n_query)
         super().__init__(n_episodes, seed)
         self.labels = as_label_array(labels)
+        refuse_negative_labels(self.labels, "EpisodeSampler")
         self.n_way, self.n_shot, self.n_query = int(n_way), int(n_shot), int(n_query)
         need = self.n_shot + self.n_query
         self._index = build_class_index(self.labels, need, f"n_shot + n_query = {need}", classes, small_classes)

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from fewshot.sampling._classes import as_label_array, build_class_index
+from fewshot.sampling._classes import as_label_array, build_class_index, refuse_negative_labels
 from fewshot.sampling._random import floyd_choose, philox_words, random_order, uniforms
 from fewshot.sampling.base import BaseEpisodeSampler, check_positive
 from fewshot.sampling.episode import EpisodeCollate
@@ -37,6 +37,9 @@ class VariableEpisodeSampler(BaseEpisodeSampler):
     sum_c floor(beta * min(max_support_per_class, n_c - q)) + 1) with beta ~ U(0, 1]; shots
     k_c = min(floor(R_c * (S - N)) + 1, n_c - q) with R_c proportional to n_c * exp(alpha_c),
     alpha_c ~ U[log 0.5, log 2). Every class needs >= 2 items; ``small_classes`` handles the others.
+    ``labels`` [n] must be ints >= 0: a negative one (e.g. -1 for "unlabelled") raises ``ValueError``; build
+    the sampler on ``labels[keep]`` with ``torch.utils.data.Subset(dataset, keep)`` to leave such items out
+    (as :class:`fewshot.sampling.fixed.EpisodeSampler` explains).
     Seeding, iteration layout and ``collate`` are those of :class:`BaseEpisodeSampler`. Drawing an episode
     costs O(sum of its classes' sizes) (one random key per item of the chosen classes).
     """
@@ -61,6 +64,7 @@ class VariableEpisodeSampler(BaseEpisodeSampler):
             raise ValueError(f"need min_ways <= max_ways <= max_support, got {min_ways}, {max_ways}, {max_support}")
         super().__init__(n_episodes, seed)
         self.labels = as_label_array(labels)
+        refuse_negative_labels(self.labels, "VariableEpisodeSampler")
         self._index = build_class_index(self.labels, 2, "2 (one support and one query)", classes, small_classes)
         if len(self._index.classes) < min_ways:
             raise ValueError(

@@ -6,6 +6,8 @@ from importlib import resources
 
 import numpy as np
 
+from fewshot.utils.errors import UserError
+
 # Stream tags keep the metadata, per-class style, per-image and class-choice generators independent.
 META, STYLE, ITEM, CLASSES = 0, 1, 2, 3
 
@@ -125,9 +127,10 @@ def class_sizes(n_classes: int, n_images: int) -> np.ndarray:
 def check_n_classes(n_classes: int) -> None:
     n_max = sum(len(names) for names in class_lists())
     if not 4 <= n_classes <= n_max:
-        raise ValueError(
+        raise UserError(
             f"n_classes={n_classes} is out of range: the synthetic classes are real articleTypes from the "
-            f"episodic background/evaluation lists, so 4 <= n_classes <= {n_max}; pick a value in that range"
+            f"episodic background/evaluation lists, so 4 <= n_classes <= {n_max}; pick a value in that range "
+            "(fewshot synth --classes; benchmark config: data.synth_classes)"
         )
 
 

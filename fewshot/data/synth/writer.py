@@ -13,12 +13,19 @@ from fewshot.data.synth.catalog import COLOURS, ITEM, check_n_classes
 from fewshot.data.synth.draw import class_styles, draw_item
 from fewshot.data.synth.plan import make_plan
 from fewshot.data.synth.report import MARKER, SynthReport, readme_text
+from fewshot.utils.errors import UserError
 from fewshot.utils.io import atomic_write_json, atomic_write_text
 
 GENERATOR = "fewshot.data.synth"
 GENERATOR_VERSION = 1
 MIN_IMAGES_PER_CLASS = 10
 MAX_IMAGES = 1_000_000
+
+
+class OutputFolderError(UserError, FileExistsError):
+    """``out`` is a file, or a non-empty folder that is not an earlier synthetic dataset."""
+
+
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"
 
 
@@ -28,23 +35,26 @@ def _check_args(out: Path, n_classes: int, n_images: int, seed: int, size: tuple
             raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     check_n_classes(n_classes)
     if not MIN_IMAGES_PER_CLASS * n_classes <= n_images <= MAX_IMAGES:
-        raise ValueError(
+        raise UserError(
             f"n_images={n_images} does not fit n_classes={n_classes}: need {MIN_IMAGES_PER_CLASS} images per "
             f"class on average (>= {MIN_IMAGES_PER_CLASS * n_classes}) and at most {MAX_IMAGES}; raise "
-            f"n_images or lower n_classes"
+            f"n_images or lower n_classes (fewshot synth --images / --classes; benchmark config: "
+            f"data.synth_images / data.synth_classes)"
         )
     if seed < 0:
-        raise ValueError(f"seed={seed} must be >= 0 (numpy SeedSequence takes non-negative ints)")
+        raise UserError(f"seed={seed} must be >= 0 (numpy SeedSequence takes non-negative ints; fewshot synth "
+                        "--seed, benchmark config: seed)")
     if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and 16 <= s <= 1024 for s in size):
         raise ValueError(f"size={size!r} must be (height, width) with both ints in [16, 1024], e.g. (80, 60)")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out={out} exists and is not a folder; pass a new or empty folder")
+        raise OutputFolderError(f"out={out} exists and is not a folder; pass a new or empty folder "
+                                "(fewshot synth --out)")
 
 
 def _prepare_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file():
-            raise FileExistsError(
+            raise OutputFolderError(
                 f"{out} is not empty and holds no {MARKER} marker, so it is not an earlier synthetic "
                 f"dataset; refusing to write into it. Pass a new or empty folder."
             )

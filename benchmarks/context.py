@@ -37,8 +37,11 @@ class RunContext:
 
     def features(self, checkpoint: str | Path, rows: np.ndarray, backbone: str | None = None) -> torch.Tensor:
         """Embeddings [len(rows), D] of ``images[rows]`` by ``backbone`` (default: the config's) with the
-        weights in ``checkpoint`` (a path, or "imagenet"), cached in the run."""
+        weights in ``checkpoint`` (a path, or "imagenet"). Cached in the shared feature cache
+        ($FEWSHOT_CACHE/features, keyed by the weights' bytes, the pixels, the rows and the precision), not
+        in the run folder: runs that reuse a phase share its features, and ``fewshot cache --prune`` frees
+        them."""
         cfg = self.cfg
         return cached_features(checkpoint, backbone or cfg.backbone, self.images, self.image_key, rows,
-                               cache_root=self.out / "features", device=cfg.device, cpu_amp=cfg.cpu_amp,
+                               device=cfg.device, cpu_amp=cfg.cpu_amp,
                                batch_size=cfg.evaluation.batch_size, progress=self.progress)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from fewshot.utils.errors import UserError
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; any other value is passed to :class:`torch.device`."""
@@ -12,5 +14,5 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} asked for CUDA, but torch sees no GPU; use --device cpu or auto")
+        raise UserError(f"--device {device} asked for CUDA, but torch sees no GPU; use --device cpu or auto")
     return dev

@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pandas as pd
+import torch
 import pytest
 from PIL import Image
 
@@ -244,16 +245,20 @@ def test_runner_rejects_unknown_config_keys(tmp_path):
                                            "stage1.epochz=2"]))
 
 
-@pytest.mark.parametrize("name", ["smoke", "synthetic", "cpu", "gpu"])
+@pytest.mark.parametrize("name", ["smoke", "synthetic", "cpu", "cpu-scratch", "gpu"])
 def test_shipped_configs_load_with_their_documented_settings(name):
     from benchmarks.config import BenchmarkConfig
     from fewshot.config import load_config
 
     cfg = load_config(BenchmarkConfig, SMOKE.parent / f"{name}.toml")
-    assert cfg.name == name and set(cfg.methods) == set(available_method_names())
+    assert cfg.name == name
+    if name == "cpu-scratch":  # the methods of its committed run, from scratch
+        assert cfg.weights == "none" and "centroid_imagenet" not in cfg.methods
+    else:
+        assert set(cfg.methods) == set(available_method_names())
     assert cfg.train("stage2").class_weights == "inverse"  # the seed's class-weighted stage 2
     assert {cfg.train(t).seed for t in ("stage1", "stage2", "background", "protonet")} == {cfg.seed}
-    if name in ("cpu", "gpu"):
+    if name in ("cpu", "cpu-scratch", "gpu"):
         assert cfg.data.source == "path" and cfg.evaluation.episodes == 1000
         assert set(cfg.evaluation.ways) == {2, 5, 15} and set(cfg.evaluation.shots) == {1, 5}
     else:
@@ -388,3 +393,16 @@ def test_a_config_naming_an_unknown_method_is_refused_with_the_known_names():
 
     with pytest.raises(ValueError, match="unknown method.*'protonett'.*known: two_stage"):
         BenchmarkConfig(methods=("protonett",))
+
+
+def test_the_gpu_config_starts_and_trains_a_step_on_the_cpu(tmp_path):
+    pytest.importorskip("timm", reason="gpu.toml's EfficientNet-Lite2 needs pip install 'fewshot[pretrained]'")
+    out = tmp_path / "gpu"
+    main(get_args_parser().parse_args([
+        "--config", "gpu", "--out", str(out), "--no-progress", "--device", "cpu", "data.source=synthetic",
+        "data.synth_classes=24", "data.synth_images=400", "data.image_size=[48, 36]", "data.n_head=8",
+        "stage1.epochs=1", "stage1.batch_size=64", "stage1.warmup_epochs=0", 'methods=["centroid_stage1"]',
+        "evaluation.kshot=[1]", "evaluation.kshot_draws=1"]))
+    history = torch.load(out / "two_stage" / "stage1" / "last.pt", weights_only=True)["history"]
+    assert len(history) == 1 and history[0]["train_loss"] > 0
+    assert json.loads((out / "summary.json").read_text())["transfer"]["tail"]["centroid_stage1"]["macro_top1"] > 0

@@ -12,8 +12,8 @@ import tomllib
 from pathlib import Path
 
 import pandas as pd
-import torch
 import pytest
+import torch
 from PIL import Image
 
 from benchmarks import plots

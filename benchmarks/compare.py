@@ -1,0 +1,95 @@
+"""Compare two finished runs method by method: what pretraining, a new method or a new dataset changed.
+
+    python -m benchmarks.compare RUN_A RUN_B [--markdown]
+
+For every method and group (transfer head / tail; episodic settings) present in either run's
+``summary.json``: A's and B's figures (macro / micro top-1 / top-5, or episodic mean accuracy) and B - A,
+in percentage points. A method missing from one run shows "–".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from fewshot.utils.errors import UserError, run_cli
+
+METRICS = ("macro_top1", "macro_top5", "micro_top1", "micro_top5")
+
+
+def load_summary(run: Path) -> dict:
+    path = run / "summary.json"
+    if not path.is_file():
+        raise UserError(f"{run}: no summary.json; is it a finished benchmark run folder?")
+    return json.loads(path.read_text())
+
+
+def compare_rows(a: dict, b: dict) -> list[dict]:
+    """One row per (group, method, metric): {"group", "method", "metric", "a", "b", "diff"} (fractions)."""
+    rows = []
+    for group in ("head", "tail"):
+        ta, tb = a.get("transfer", {}).get(group, {}), b.get("transfer", {}).get(group, {})
+        for method in list(ta) + [m for m in tb if m not in ta]:
+            for metric in METRICS:
+                rows.append(_row(group, method, metric, ta.get(method, {}).get(metric), tb.get(method, {}).get(metric)))
+    ea, eb = a.get("episodic", {}), b.get("episodic", {})
+    for method in list(ea) + [m for m in eb if m not in ea]:
+        settings = list(ea.get(method, {})) + [s for s in eb.get(method, {}) if s not in ea.get(method, {})]
+        for s in settings:
+            rows.append(_row("episodic", method, s, ea.get(method, {}).get(s, {}).get("mean"),
+                             eb.get(method, {}).get(s, {}).get("mean")))
+    return rows
+
+
+def _row(group: str, method: str, metric: str, a: float | None, b: float | None) -> dict:
+    diff = b - a if a is not None and b is not None else None
+    return {"group": group, "method": method, "metric": metric, "a": a, "b": b, "diff": diff}
+
+
+def _pct(v: float | None, sign: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
+
+
+def markdown(rows: list[dict], name_a: str, name_b: str) -> str:
+    """Tables per group: one line per method, columns A / B / B-A for each metric."""
+    out = []
+    for group in dict.fromkeys(r["group"] for r in rows):
+        sel = [r for r in rows if r["group"] == group]
+        metrics = list(dict.fromkeys(r["metric"] for r in sel))
+        shown = ["macro_top1", "macro_top5"] if group != "episodic" else metrics
+        title = f"transfer, {group} classes" if group != "episodic" else "episodic, mean accuracy"
+        out += [f"### {title} (A = {name_a}, B = {name_b}; %, B - A in points)", "",
+                "| method | " + " | ".join(f"{m} A | B | B-A" for m in shown) + " |",
+                "|---|" + "---:|---:|---:|" * len(shown)]
+        for method in dict.fromkeys(r["method"] for r in sel):
+            cells = []
+            for m in shown:
+                r = next((r for r in sel if r["method"] == method and r["metric"] == m), None)
+                cells += [_pct(r["a"]), _pct(r["b"]), _pct(r["diff"], sign=True)] if r else ["–"] * 3
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_a", type=Path, help="the reference run folder (A)")
+    p.add_argument("run_b", type=Path, help="the run compared with it (B)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of Markdown tables")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
+    return p
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    rows = compare_rows(load_summary(args.run_a), load_summary(args.run_b))
+    print(json.dumps(rows, indent=1) if args.json else markdown(rows, args.run_a.name, args.run_b.name))
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.compare"))

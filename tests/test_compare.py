@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.compare import compare_rows, get_args_parser, main, markdown
+from fewshot.utils.errors import UserError
+
+
+def _summary(tail: dict, episodic: dict) -> dict:
+    row = lambda v: {"macro_top1": v, "macro_top5": v + 0.1, "micro_top1": v, "micro_top5": v + 0.1}  # noqa: E731
+    return {"transfer": {"head": {}, "tail": {m: row(v) for m, v in tail.items()}},
+            "episodic": {m: {"5w1s": {"mean": v, "ci95": 0.01, "n_episodes": 10}} for m, v in episodic.items()}}
+
+
+def test_compare_gives_both_runs_figures_and_their_difference_per_method():
+    a = _summary({"two_stage": 0.40, "protonet": 0.30}, {"protonet": 0.70})
+    b = _summary({"two_stage": 0.55, "centroid_imagenet": 0.45}, {"protonet": 0.80})
+    rows = {(r["group"], r["method"], r["metric"]): r for r in compare_rows(a, b)}
+    assert rows[("tail", "two_stage", "macro_top1")]["diff"] == pytest.approx(0.15)
+    assert rows[("tail", "protonet", "macro_top1")]["b"] is None and rows[("tail", "protonet", "macro_top1")]["diff"] is None
+    assert rows[("tail", "centroid_imagenet", "macro_top5")]["b"] == pytest.approx(0.55)
+    assert rows[("episodic", "protonet", "5w1s")]["diff"] == pytest.approx(0.10)
+    text = markdown(list(rows.values()), "scratch", "pretrained")
+    assert "| two_stage | 40.0 | 55.0 | +15.0 | 50.0 | 65.0 | +15.0 |" in text
+    assert "| protonet | 30.0 | – | – |" in text
+
+
+def test_compare_refuses_a_folder_without_summary(tmp_path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(UserError, match="no summary.json"):
+        main(get_args_parser().parse_args([str(tmp_path / "a"), str(tmp_path / "a")]))
+
+
+def test_compare_prints_json_rows(tmp_path, capsys):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(_summary({"x": 0.5}, {})))
+    main(get_args_parser().parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--json"]))
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["diff"] for r in rows} == {0.0}

@@ -149,12 +149,15 @@ def _dataset(cfg: BenchmarkConfig, out: Path, args: argparse.Namespace, previous
 def main(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     cfg, out, previous = _prepare(args)
-    run = {"config": cfg.name, "status": "running", "seed": cfg.seed,
+    # Start from the previous record: an attempt that fails early must not erase what the resume guard
+    # checks next time (the dataset's pixel hash).
+    run = {**{k: v for k, v in previous.items() if k not in ("error", "stopped", "note")},
+           "config": cfg.name, "status": "running", "seed": cfg.seed,
            "overrides": [*previous.get("overrides", []), *args.overrides],
            "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "resumed": bool(args.resume)}
-    if previous.get("changed_on_resume"):
-        run["changed_on_resume"] = previous["changed_on_resume"]
+    if not previous.get("changed_on_resume"):
+        run.pop("changed_on_resume", None)
     try:
         return _run(args, cfg, out, previous, run, start)
     except BaseException as err:  # noqa: BLE001 (recorded, then raised again)

@@ -144,6 +144,10 @@ def test_resume_accepts_a_fresh_copy_of_the_same_images_and_refuses_changed_ones
     Image.new("RGB", (60, 80), (1, 2, 3)).save(victim)
     with pytest.raises(UserError, match="images at .* are not those this run started with"):
         main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
+    # the failed attempt is recorded, and the record the guard checks survives it: refused again
+    assert _run_json(out)["status"] == "failed" and "pixels_sha256" in _run_json(out)["dataset"]
+    with pytest.raises(UserError, match="images at .* are not those this run started with"):
+        main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
 
 
 def test_plots_redraw_from_a_finished_runs_files(smoke_run, tmp_path):

@@ -22,6 +22,7 @@ import numpy as np
 from baselines.two_stage import train_stage1, train_stage2
 from benchmarks.config import BenchmarkConfig
 from benchmarks.context import RunContext
+from benchmarks.methods import BenchmarkMethod
 from fewshot.config import to_dict
 from fewshot.data.protocols import EpisodicProtocol, TransferProtocol
 from fewshot.data.split import stratified_split
@@ -30,6 +31,7 @@ from fewshot.models.backbones import create_backbone
 from fewshot.models.classifier import Classifier
 from fewshot.training.episodic import EpisodicObjective, SupervisedEpisodicValidation
 from fewshot.training.loop import fit
+from fewshot.utils.errors import UserError
 from fewshot.utils.seeding import derive_seed
 
 
@@ -51,8 +53,8 @@ class EpisodicSplit:
         names = protocol.background
         n_val = max(cfg.protonet.episodes.val_way, round(cfg.val_classes * len(names)))
         if n_val >= len(names):
-            raise ValueError(f"only {len(names)} background classes; cannot hold out {n_val} for validation. "
-                             "Lower val_classes or protonet.episodes.val_way")
+            raise UserError(f"only {len(names)} background classes: cannot hold out {n_val} for validation; "
+                            "lower val_classes or protonet.episodes.val_way")
         rng = np.random.default_rng(derive_seed(cfg.seed, "validation classes"))
         held = set(rng.choice(len(names), n_val, replace=False).tolist())
         train = tuple(c for i, c in enumerate(names) if i not in held)
@@ -198,6 +200,13 @@ EMBEDDINGS: dict[str, Embedding] = {e.name: e for e in (
     Embedding("protonet_bg", "episodic", "protonet_bg_train", "protonet_bg/best.pt", _train_protonet_bg,
               lambda c: {**_protonet(c), **_episodic_data(c)}, starts_from="background"),
 )}
+
+
+def in_report_order(methods: list[BenchmarkMethod], protocol: str) -> list[BenchmarkMethod]:
+    """``methods`` (in registry order) sorted by the training order of the embedding each scores in
+    ``protocol``, a method on a more basic backbone first; ties keep the registry's order."""
+    order = list(EMBEDDINGS)
+    return sorted(methods, key=lambda m: order.index(m.embedding(protocol)))
 
 
 def get_embedding(name: str) -> Embedding:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from benchmarks.context import RunContext
-from benchmarks.embeddings import EMBEDDINGS, EpisodicSplit, get_embedding, train_embeddings
+from benchmarks.embeddings import EpisodicSplit, get_embedding, in_report_order, train_embeddings
 from benchmarks.methods import BenchmarkMethod
 from fewshot.config import to_dict
 from fewshot.data.protocols import EpisodicProtocol
@@ -31,8 +31,7 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
     train_embeddings(ctx, "episodic", split, [m.episodic for m in methods])
     out: dict = {"episodic": {}, "class_accuracy": {},
                  "split": {"train_classes": list(split.train_classes), "val_classes": list(split.val_classes)}}
-    order = list(EMBEDDINGS)
-    for method in sorted(methods, key=lambda m: order.index(m.episodic)):  # stable: registry order on ties
+    for method in in_report_order(methods, "episodic"):
         emb = get_embedding(method.episodic)
         inputs = {"method": method.name, "evaluation": to_dict(ctx.cfg.evaluation), "seed": ctx.cfg.seed,
                   "cpu_amp": ctx.cfg.cpu_amp, "min_images": ctx.cfg.data.min_images,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.context import RunContext
-from benchmarks.embeddings import EMBEDDINGS
+from benchmarks.embeddings import EMBEDDINGS, EpisodicSplit
 from benchmarks.episodic import run_episodic
 from benchmarks.phases import PhaseStore
 from benchmarks.plots import write_plots
@@ -214,10 +214,7 @@ def preflight(cfg: BenchmarkConfig, tp: TransferProtocol | None, ep: EpisodicPro
             raise UserError(f"evaluation.ways={list(cfg.evaluation.ways)}: the data has {n_eval} evaluation classes "
                             f"with >= data.min_images={cfg.data.min_images} images, fewer than {max(too_wide)}-way "
                             "episodes need; lower the ways or data.min_images")
-        n_val = max(cfg.protonet.episodes.val_way, round(cfg.val_classes * len(ep.background)))
-        if n_val >= len(ep.background):
-            raise UserError(f"only {len(ep.background)} background classes: cannot hold out {n_val} for validation; "
-                            "lower val_classes or protonet.episodes.val_way")
+        EpisodicSplit.make(cfg, ep)  # refuses a background too small to hold validation classes out
     if tp is not None and not tp.tail:
         raise UserError(f"no tail classes: every class with train images is among the data.n_head={cfg.data.n_head} "
                         "head classes; lower data.n_head")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from benchmarks.context import RunContext
-from benchmarks.embeddings import EMBEDDINGS, get_embedding, train_embeddings
+from benchmarks.embeddings import get_embedding, in_report_order, train_embeddings
 from benchmarks.methods import BenchmarkMethod
 from fewshot.config import to_dict
 from fewshot.data.protocols import TransferProtocol
@@ -25,9 +25,8 @@ def run_transfer(ctx: RunContext, protocol: TransferProtocol) -> dict:
     methods = ctx.methods("transfer")
     wanted = [e for m in methods for e in (m.transfer, *m.needs)]
     trained = train_embeddings(ctx, "transfer", protocol, wanted)
-    order = list(EMBEDDINGS)
     results: dict = {"head": {}, "tail": {}, "shots": {}, "shots_kind": {}}
-    for method in sorted(methods, key=lambda m: order.index(m.transfer)):  # stable: registry order on ties
+    for method in in_report_order(methods, "transfer"):
         if method.scorer is not None:
             scored = method.scorer(ctx, protocol, trained)
             results["head"][method.name], results["tail"][method.name] = scored["head"], scored["tail"]

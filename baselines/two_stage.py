@@ -41,6 +41,9 @@ class TwoStageConfig:
     freeze_backbone: bool = False
     stage1: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.05))
     stage2: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.01, class_weights="inverse"))
+    # the joint variant's stage 2 (train_stage2_joint): head + tail classes together
+    stage2_joint: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.01, class_weights="inverse",
+                                                                          val_min_per_class=0))
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,12 @@ def run_stage(
 ) -> StageOutput:
     """Train ``model`` on ``group``'s train images, score its test images; a finished stage is reloaded."""
     done = out_dir / "scores.pt"
-    classes = protocol.head if group == "head" else protocol.tail
+    classes = protocol.classes(group)
     if resume and done.exists():
         # A finished stage is reloaded only for the settings it was trained with (its last.pt says which).
         if (out_dir / "last.pt").exists():
             check_resumable(out_dir / "last.pt", load_training_state(out_dir / "last.pt")["config"],
-                            dataclasses.asdict(config))
+                            dataclasses.asdict(config), defaults=dataclasses.asdict(TrainConfig()))
         saved = torch.load(done, weights_only=False)
         return StageOutput(**{**saved, "checkpoint": Path(saved["checkpoint"])})
     start = time.perf_counter()
@@ -108,6 +111,20 @@ def train_stage2(
     model = Classifier(backbone, len(protocol.tail), seed=c2.seed, freeze_backbone=config.freeze_backbone)
     return run_stage(images, protocol, "tail", c2, model, Path(out_dir) / "stage2", resume=resume, progress=progress,
                      meta={**_meta(config), "stage": 2, "classes": list(protocol.tail)})
+
+
+def train_stage2_joint(
+    images: np.ndarray, protocol: TransferProtocol, config: TwoStageConfig, out_dir: str | Path,
+    stage1_checkpoint: str | Path, *, resume: bool = False, progress: bool = True,
+) -> StageOutput:
+    """The seed's recipe for a whole catalogue: stage 1's best backbone + a new head over head + tail
+    classes, fine-tuned on both groups' train images together (``config.stage2_joint``: class-weighted by
+    default); scores every head and tail test image, so its forgetting of the head is measured."""
+    cj = config.stage2_joint
+    backbone = create_backbone(config.backbone, stage1_checkpoint, seed=cj.seed)
+    model = Classifier(backbone, len(protocol.all), seed=cj.seed, freeze_backbone=config.freeze_backbone)
+    return run_stage(images, protocol, "all", cj, model, Path(out_dir) / "stage2_joint", resume=resume,
+                     progress=progress, meta={**_meta(config), "stage": "2-joint", "classes": list(protocol.all)})
 
 
 def _meta(config: TwoStageConfig) -> dict:
@@ -153,7 +170,7 @@ def _guard_resume(out: Path, config: TwoStageConfig, ds: object) -> None:
     if (out / "config.resolved.toml").exists():
         saved = load_config(TwoStageConfig, out / "config.resolved.toml")
         diffs = config_differences(to_dict(saved), to_dict(config),
-                                   ignore=("stage1.device", "stage2.device"))
+                                   ignore=("stage1.device", "stage2.device", "stage2_joint.device"))
         refuse_changes(f"--resume {out}: the settings differ from the run's", diffs,
                        "Resume with the run's settings, or start a fresh run with another --out")
 

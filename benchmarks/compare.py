@@ -2,7 +2,7 @@
 
     python -m benchmarks.compare RUN_A RUN_B [--markdown]
 
-For every method and group (transfer head / tail; episodic settings) present in either run's
+For every method and group (transfer head / tail / all; episodic settings) present in either run's
 ``summary.json``: A's and B's figures (macro / micro top-1 / top-5, or episodic mean accuracy) and B - A,
 in percentage points. A method missing from one run shows "–".
 """
@@ -29,7 +29,7 @@ def load_summary(run: Path) -> dict:
 def compare_rows(a: dict, b: dict) -> list[dict]:
     """One row per (group, method, metric): {"group", "method", "metric", "a", "b", "diff"} (fractions)."""
     rows = []
-    for group in ("head", "tail"):
+    for group in ("head", "tail", "all"):
         ta, tb = a.get("transfer", {}).get(group, {}), b.get("transfer", {}).get(group, {})
         for method in list(ta) + [m for m in tb if m not in ta]:
             for metric in METRICS:
@@ -61,7 +61,8 @@ def markdown(rows: list[dict], name_a: str, name_b: str) -> str:
         sel = [r for r in rows if r["group"] == group]
         metrics = list(dict.fromkeys(r["metric"] for r in sel))
         shown = ["macro_top1", "macro_top5"] if group != "episodic" else metrics
-        title = f"transfer, {group} classes" if group != "episodic" else "episodic, mean accuracy"
+        title = ("episodic, mean accuracy" if group == "episodic" else "transfer, head + tail jointly"
+                 if group == "all" else f"transfer, {group} classes")
         out += [f"### {title} (A = {name_a}, B = {name_b}; %, B - A in points)", "",
                 "| method | " + " | ".join(f"{m} A | B | B-A" for m in shown) + " |",
                 "|---|" + "---:|---:|---:|" * len(shown)]

@@ -33,6 +33,9 @@ class DataConfig:
     min_train: int = 1
     min_images: int = 20
     skip_bad_rows: bool = False  # leave malformed styles.csv rows out (reported) instead of stopping
+    # Pixel-identical copies: the episodic protocol keeps one image per group, the transfer protocol drops
+    # test images whose copy is in train (both counted in summary.json's "duplicates").
+    dedupe: bool = True
 
     def __post_init__(self) -> None:
         if len(self.image_size) != 2 or min(self.image_size) < 8:
@@ -54,6 +57,36 @@ class ProtoNetConfig:
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, optimizer="sgd", lr=0.01,
                                                                    warmup_epochs=0.0))
+
+
+@dataclass(frozen=True)
+class LongTailConfig:
+    """The linear classifiers of ``crt``, ``tau_norm`` and ``logit_adjust`` on cached features: training
+    schedule, the weight-decay and tau grids they choose from on validation images carved (a
+    ``val_fraction`` per class) from the group's train images, never from test images."""
+
+    epochs: int = 10
+    lr: float = 1e-3  # Adam's step
+    batch_size: int = 256
+    weight_decays: tuple[float, ...] = (1e-4, 1e-2)
+    taus: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    val_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"longtail: epochs={self.epochs} and batch_size={self.batch_size} must be >= 1 and "
+                             f"lr={self.lr} > 0")
+        if not self.weight_decays or min(self.weight_decays) < 0:
+            raise ValueError(f"longtail.weight_decays={list(self.weight_decays)} must be non-negative, at least one")
+        if not self.taus or min(self.taus) < 0:
+            raise ValueError(f"longtail.taus={list(self.taus)} must be non-negative, at least one")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"longtail.val_fraction={self.val_fraction} must lie in (0, 1)")
+
+    def probe(self) -> dict:
+        """The keyword arguments the three methods share."""
+        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
+                "weight_decays": self.weight_decays, "val_fraction": self.val_fraction}
 
 
 @dataclass(frozen=True)
@@ -101,7 +134,11 @@ class BenchmarkConfig:
     stage1: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=0.05))
     stage2: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.01, class_weights="inverse",
                                                                     val_min_per_class=0))
+    # two_stage_joint's stage 2: from stage 1, on head + tail train images together
+    stage2_joint: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.01, class_weights="inverse",
+                                                                          val_min_per_class=0))
     background: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=0.05))
+    longtail: LongTailConfig = field(default_factory=LongTailConfig)
     protonet: ProtoNetConfig = field(default_factory=ProtoNetConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
@@ -122,4 +159,5 @@ class BenchmarkConfig:
 
     def two_stage(self) -> TwoStageConfig:
         return TwoStageConfig(backbone=self.backbone, weights=self.weights, freeze_backbone=self.freeze_backbone,
-                              stage1=self.train("stage1"), stage2=self.train("stage2"))
+                              stage1=self.train("stage1"), stage2=self.train("stage2"),
+                              stage2_joint=self.train("stage2_joint"))

@@ -5,7 +5,7 @@ its weights (relative to the run folder, so an imported phase brings it along), 
 starts from, and which slice of the config it depends on (the phase key, :mod:`benchmarks.phases`).
 
 Transfer protocol: ``stage1`` (head classes) and ``stage2`` (fine-tuned on the tail from ``stage1``)
-are the two-stage baseline's; ``protonet_head`` and ``protonet_all`` are ProtoNets trained episodically
+are the two-stage baseline's, ``stage2_joint`` (fine-tuned on head + tail from ``stage1``) its joint variant's; ``protonet_head`` and ``protonet_all`` are ProtoNets trained episodically
 on the head (or head + tail) train images, from ``stage1`` when ``protonet.init = "supervised"``.
 Episodic protocol: ``background`` is a supervised classifier on the background training classes (Chen et
 al. 2019's Baseline), ``protonet_bg`` a ProtoNet trained on the same classes, from ``background``.
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.two_stage import train_stage1, train_stage2
+from baselines.two_stage import train_stage1, train_stage2, train_stage2_joint
 from benchmarks.config import BenchmarkConfig
 from benchmarks.context import RunContext
 from benchmarks.methods import BenchmarkMethod
@@ -111,6 +111,11 @@ def _train_stage2(ctx: RunContext, protocol: TransferProtocol, start: Path | Non
                         progress=ctx.progress)
 
 
+def _train_stage2_joint(ctx: RunContext, protocol: TransferProtocol, start: Path | None) -> Any:
+    return train_stage2_joint(ctx.images, protocol, ctx.cfg.two_stage(), ctx.out / "two_stage", start, resume=True,
+                              progress=ctx.progress)
+
+
 def train_protonet(ctx: RunContext, train_idx: np.ndarray, val_idx: np.ndarray, start: Path | None,
                    out_dir: Path, meta: dict) -> str:
     """Episodic training of a ProtoNet on ``train_idx`` (validated on episodes of ``val_idx``), from
@@ -175,7 +180,7 @@ def _transfer_data(cfg: BenchmarkConfig) -> dict:
 
 def _episodic_data(cfg: BenchmarkConfig) -> dict:
     return {"min_images": cfg.data.min_images, "val_classes": cfg.val_classes,
-            "val_way": cfg.protonet.episodes.val_way}
+            "val_way": cfg.protonet.episodes.val_way, "dedupe": cfg.data.dedupe}
 
 
 def _protonet(cfg: BenchmarkConfig) -> dict:
@@ -189,6 +194,9 @@ EMBEDDINGS: dict[str, Embedding] = {e.name: e for e in (
               lambda c: {**_model(c), **_transfer_data(c), "train": _train(c, "stage1")}),
     Embedding("stage2", "transfer", "stage2", "two_stage/stage2/best.pt", _train_stage2,
               lambda c: {**_model(c), **_transfer_data(c), "train": _train(c, "stage2"),
+                         "freeze_backbone": c.freeze_backbone}, starts_from="stage1", sees_tail=True),
+    Embedding("stage2_joint", "transfer", "stage2_joint", "two_stage/stage2_joint/best.pt", _train_stage2_joint,
+              lambda c: {**_model(c), **_transfer_data(c), "train": _train(c, "stage2_joint"),
                          "freeze_backbone": c.freeze_backbone}, starts_from="stage1", sees_tail=True),
     Embedding("protonet_head", "transfer", "protonet_train", "protonet/best.pt", _train_protonet_head,
               lambda c: {**_protonet(c), **_transfer_data(c)}, starts_from="stage1"),

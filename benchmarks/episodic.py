@@ -35,7 +35,7 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
         emb = get_embedding(method.episodic)
         inputs = {"method": method.name, "evaluation": to_dict(ctx.cfg.evaluation), "seed": ctx.cfg.seed,
                   "cpu_amp": ctx.cfg.cpu_amp, "min_images": ctx.cfg.data.min_images,
-                  "val_classes": ctx.cfg.val_classes}
+                  "val_classes": ctx.cfg.val_classes, "dedupe": ctx.cfg.data.dedupe}
         name = f"eval_episodic_{method.name}"
         key = ctx.phase_key(name, inputs, [ctx.phases.keys[emb.phase]])
         out["episodic"][method.name], out["class_accuracy"][method.name] = ctx.phases.run(

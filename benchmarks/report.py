@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fewshot.data.protocols import EpisodicProtocol, TransferProtocol
+from fewshot.data.protocols import TRANSFER_GROUPS, EpisodicProtocol, TransferProtocol
 from fewshot.evaluation import BUCKETS, assign_buckets
 from fewshot.utils.io import atomic_write_json, atomic_write_text
 
@@ -25,36 +25,60 @@ def n_train_of(protocol: TransferProtocol, classes: tuple[str, ...]) -> np.ndarr
     return protocol.counts.loc[list(classes), "n_train"].to_numpy(np.int64)
 
 
-def summary_dict(transfer: dict, episodic: dict, protocol: TransferProtocol | None, synthetic: bool) -> dict:
-    out: dict[str, Any] = {"synthetic": synthetic, "transfer": {"head": {}, "tail": {}}, "episodic": {},
+def summary_dict(transfer: dict, episodic: dict, protocol: TransferProtocol | None, synthetic: bool,
+                 duplicates: dict | None = None) -> dict:
+    """The run's summary.json. Each transfer group's method rows carry macro/micro top-1/top-5 and the
+    Many/Medium/Few bucket means (top-1 in ``buckets``, top-5 in ``buckets_top5``); the joint group's also
+    ``head_macro_top1`` / ``tail_macro_top1`` (its macro top-1 over the head classes and over the tail
+    classes: one classifier, judged on both)."""
+    out: dict[str, Any] = {"synthetic": synthetic, "transfer": {g: {} for g in TRANSFER_GROUPS}, "episodic": {},
                            "shots": {}}
-    for group in ("head", "tail"):
+    for group in TRANSFER_GROUPS:
         for method, result in transfer.get(group, {}).items():
             row = result.summary()
-            if group == "tail":
-                n_train = n_train_of(protocol, protocol.tail)
-                row["buckets"] = result.buckets(n_train, "top1")
-                row["buckets_top5"] = result.buckets(n_train, "top5")
+            n_train = n_train_of(protocol, protocol.classes(group))
+            row["buckets"] = result.buckets(n_train, "top1")
+            row["buckets_top5"] = result.buckets(n_train, "top5")
+            if group == "all":
+                row.update(_head_tail_means(result.table, protocol))
             out["transfer"][group][method] = row
     out["shots"] = transfer.get("shots", {})
     out["shots_kind"] = transfer.get("shots_kind", {})
+    if transfer.get("choices"):
+        out["choices"] = transfer["choices"]
     out["episodic"] = episodic.get("episodic", {})
     if "split" in episodic:
         out["episodic_split"] = episodic["split"]
+    if duplicates is not None:
+        out["duplicates"] = duplicates
     return _clean(out)
+
+
+def _head_tail_means(table: pd.DataFrame, protocol: TransferProtocol) -> dict[str, float]:
+    """Macro top-1/top-5 of a joint-group result over its head classes and over its tail classes."""
+    out = {}
+    for part in ("head", "tail"):
+        rows = table[table["name"].isin(protocol.classes(part)) & (table["n"] > 0)]
+        for col in ("top1", "top5"):
+            out[f"{part}_macro_{col}"] = float(rows[col].mean()) if len(rows) else float("nan")
+    return out
 
 
 def per_class_table(transfer: dict, episodic: dict, tp: TransferProtocol | None, ep: EpisodicProtocol | None,
                     methods: tuple[str, ...]) -> pd.DataFrame:
-    """One row per class of the head, tail and evaluation groups, then ``<method>/top1``, ``<method>/top5``.
+    """One row per class of the head, tail, all (head + tail again, scored by joint classifiers) and
+    evaluation groups, then ``<method>/top1``, ``<method>/top5``.
 
-    Head and tail rows: top-k on the transfer protocol's test images. Evaluation rows (episodic
+    Head, tail and all rows: top-k on the transfer protocol's test images. Evaluation rows (episodic
     protocol): ``n_train`` is empty (novel classes), ``n_test`` the class's images, and ``top1`` the
     accuracy of its queries over the 5-way 5-shot evaluation episodes (top-5 is meaningless there).
     """
     rows = []
     if tp is not None:
-        for group, names in (("head", tp.head), ("tail", tp.tail)):
+        for group in TRANSFER_GROUPS:
+            if group == "all" and not transfer.get("all"):
+                continue
+            names = tp.classes(group)
             n_train = n_train_of(tp, names)
             n_test = tp.counts.loc[list(names), "n_test"].to_numpy(np.int64)
             for name, a, b, bucket in zip(names, n_train, n_test, assign_buckets(n_train)):
@@ -67,7 +91,7 @@ def per_class_table(transfer: dict, episodic: dict, tp: TransferProtocol | None,
     for method in methods:
         top1 = np.full(len(table), np.nan)
         top5 = np.full(len(table), np.nan)
-        for group in ("head", "tail"):
+        for group in TRANSFER_GROUPS:
             result = transfer.get(group, {}).get(method)
             if result is None:
                 continue
@@ -101,16 +125,30 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
               + (f" Changed on resume: {'; '.join(run['changed_on_resume'])}." if run.get("changed_on_resume") else ""),
               "",
               "All figures in %. Transfer protocol: train = even years, test = odd years; head = the 20 most "
-              "frequent classes in train, tail = the other classes with train images. Macro = mean over classes "
-              "with test images; micro = over test images.", ""]
-    for group in ("head", "tail"):
-        lines += _transfer_table(group, summary["transfer"][group], per_class)
+              "frequent classes in train, tail = the other classes with train images; all = head + tail, scored "
+              "by one classifier over every class. Macro = mean over classes with test images; micro = over "
+              "test images.", ""]
+    lines += _duplicates_line(summary.get("duplicates"))
+    for group in TRANSFER_GROUPS:
+        lines += _transfer_table(group, summary["transfer"].get(group, {}), per_class)
+    lines += _choices_table(summary.get("choices", {}))
     lines += _shots_table(summary["shots"], summary.get("shots_kind", {})) + _episodic_table(summary["episodic"]) + _worst_classes(per_class)
     lines += ["## Phases", "", "| phase | seconds | reused |", "|---|---:|---|"]
     for name, seconds in run["phase_seconds"].items():
         how = "from " + run["imported_phases"][name] if name in run.get("imported_phases", {}) else "yes"
         lines.append(f"| {name} | {seconds:.0f} | {how if name in run['reused_phases'] else ''} |")
     return "\n".join(lines) + "\n"
+
+
+def _duplicates_line(dup: dict | None) -> list[str]:
+    if not dup:
+        return []
+    if not dup.get("dedupe"):
+        return [f"Duplicates: {dup['groups']} groups of pixel-identical images ({dup['files']} files) left in "
+                "(data.dedupe = false).", ""]
+    return [f"Duplicates: {dup['groups']} groups of pixel-identical images ({dup['files']} files). Transfer: "
+            f"{dup.get('transfer_test_dropped', 0)} test images whose copy is in train left out; episodic: "
+            f"{dup.get('episodic_dropped', 0)} copies left out (one image kept per group).", ""]
 
 
 def _transfer_table(group: str, results: dict, per_class: pd.DataFrame) -> list[str]:
@@ -120,25 +158,43 @@ def _transfer_table(group: str, results: dict, per_class: pd.DataFrame) -> list[
     n_way, n_scored = len(rows), int((rows["n_test"] > 0).sum())
     header = "| method | macro top-1 | macro top-5 | micro top-1 | micro top-5 |"
     sep = "|---|---:|---:|---:|---:|"
-    if group == "tail":
-        header += " Many | Medium | Few |"
-        sep += "---:|---:|---:|"
+    if group == "all":
+        header += " head macro top-1 | tail macro top-1 |"
+        sep += "---:|---:|"
+    header += " Many | Medium | Few |"
+    sep += "---:|---:|---:|"
     scored = "" if n_scored == n_way else f"; macro over the {n_scored} with test images"
-    lines = [f"## Transfer, {group} classes ({n_way}-way{scored})", "", header, sep]
+    title = "head + tail together (joint, one classifier)" if group == "all" else f"{group} classes"
+    lines = [f"## Transfer, {title} ({n_way}-way{scored})", "", header, sep]
     for method, r in results.items():
         row = (f"| {method} | {_pct(r['macro_top1'])} | {_pct(r['macro_top5'])} | {_pct(r['micro_top1'])} | "
                f"{_pct(r['micro_top5'])} |")
-        if group == "tail":
-            row += " " + " | ".join(_pct(r["buckets"][b]) for b in BUCKETS) + " |"
+        if group == "all":
+            row += f" {_pct(r.get('head_macro_top1'))} | {_pct(r.get('tail_macro_top1'))} |"
+        row += " " + " | ".join(_pct(r.get("buckets", {}).get(b)) for b in BUCKETS) + " |"
         lines.append(row)
-    ref = SEED_REFERENCE[group]
-    pad = " – | – | – |" if group == "tail" else ""
-    lines += [f"| seed, as published | {_pct(ref['published'][0])} | {_pct(ref['published'][1])} | – | – |{pad}",
-              f"| seed notebook, per-class mean | {_pct(ref['notebook_macro'][0])} | "
-              f"{_pct(ref['notebook_macro'][1])} | – | – |{pad}", ""]
-    if group == "tail":
-        lines += ["Buckets by train images per class: Many > 100, Medium 20–100, Few < 20 (top-1, macro).", ""]
+    if group in SEED_REFERENCE:
+        ref = SEED_REFERENCE[group]
+        pad = " – | – | – |"
+        lines += [f"| seed, as published | {_pct(ref['published'][0])} | {_pct(ref['published'][1])} | – | – |{pad}",
+                  f"| seed notebook, per-class mean | {_pct(ref['notebook_macro'][0])} | "
+                  f"{_pct(ref['notebook_macro'][1])} | – | – |{pad}"]
+    lines += ["", "Buckets by train images per class: Many > 100, Medium 20–100, Few < 20 (top-1, macro).", ""]
     return lines
+
+
+def _choices_table(choices: dict) -> list[str]:
+    """What each long-tail head chose on validation images carved from train, group by group."""
+    if not choices:
+        return []
+    lines = ["## Choices made on validation images (carved from train)", "", "| method | group | choices |",
+             "|---|---|---|"]
+    for method, by_group in choices.items():
+        for group, chosen in by_group.items():
+            if chosen:
+                cells = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items())
+                lines.append(f"| {method} | {group} | {cells} |")
+    return lines + [""]
 
 
 def _shots_table(shots: dict, kinds: dict) -> list[str]:

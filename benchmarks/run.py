@@ -32,6 +32,7 @@ from benchmarks.transfer import run_transfer
 from fewshot.cli import data_dir
 from fewshot.config import apply_overrides, load_config, to_dict, to_toml
 from fewshot.data.dataset import FashionProducts
+from fewshot.data.duplicates import describe_duplicates, pixel_groups
 from fewshot.data.protocols import EpisodicProtocol, TransferProtocol
 from fewshot.data.synth import write_synthetic
 from fewshot.utils.device import resolve_device
@@ -184,13 +185,21 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     })
     atomic_write_json(out / "run.json", run)
     ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device)
-    tp = TransferProtocol.from_styles(ds.styles, n_head=cfg.data.n_head, min_train=cfg.data.min_train) \
-        if ctx.methods("transfer") else None
-    ep = EpisodicProtocol.from_styles(ds.styles, min_images=cfg.data.min_images) if ctx.methods("episodic") else None
+    groups = pixel_groups(ds.images)  # pixel-identical copies, reported either way
+    dedupe = groups if cfg.data.dedupe else None
+    tp = TransferProtocol.from_styles(ds.styles, n_head=cfg.data.n_head, min_train=cfg.data.min_train,
+                                      duplicate_groups=dedupe) if ctx.methods("transfer") else None
+    ep = EpisodicProtocol.from_styles(ds.styles, min_images=cfg.data.min_images,
+                                      duplicate_groups=dedupe) if ctx.methods("episodic") else None
     preflight(cfg, tp, ep)
     transfer = run_transfer(ctx, tp) if tp is not None else {}
     episodic = run_episodic(ctx, ep) if ep is not None else {}
-    summary = summary_dict(transfer, episodic, tp, ds.synthetic)
+    duplicates = {**describe_duplicates(groups, ds.styles["articleType"].astype(object).to_numpy()),
+                  "dedupe": cfg.data.dedupe}
+    if cfg.data.dedupe:
+        duplicates.update(transfer_test_dropped=len(tp.dropped_test) if tp is not None else 0,
+                          episodic_dropped=len(ep.dropped_duplicates) if ep is not None else 0)
+    summary = summary_dict(transfer, episodic, tp, ds.synthetic, duplicates)
     per_class = per_class_table(transfer, episodic, tp, ep, cfg.methods)
     run.update(status="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                wall_seconds=time.perf_counter() - start)

@@ -1,8 +1,9 @@
 """The transfer protocol's evaluation: every registered method on the same head and tail test images.
 
-Feature-based methods fit their head on an embedding's train features (all of them, then K per class
-for the K-shot study) and score the test features; scorer methods (the two-stage baseline) bring their
-own scores. Everything goes through the one evaluator, :func:`fewshot.evaluation.per_class_topk`.
+Three groups: head, tail, and the joint group "all" (head + tail classes, one classifier over every
+class). Feature-based methods fit their head on an embedding's train features of a group (all of them,
+then K per class for the tail's K-shot study) and score the group's test features; scorer methods (the
+two-stage baselines) bring their own scores. Everything goes through the one evaluator, :func:`fewshot.evaluation.per_class_topk`.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from benchmarks.context import RunContext
-from benchmarks.embeddings import get_embedding, in_report_order, train_embeddings
+from benchmarks.embeddings import Embedding, get_embedding, in_report_order, train_embeddings
 from benchmarks.methods import BenchmarkMethod
 from fewshot.config import to_dict
 from fewshot.data.protocols import TransferProtocol
@@ -20,51 +21,75 @@ PARTS = ("head_train", "head_test", "tail_train", "tail_test")
 
 
 def run_transfer(ctx: RunContext, protocol: TransferProtocol) -> dict:
-    """{"head": {method: TopKResult}, "tail": {method: TopKResult}, "shots": {method: {K: stats}}}, each in
-    the protocol's method order (embeddings' training order, then the registry's)."""
+    """{"head" | "tail" | "all": {method: TopKResult}, "shots": {method: {K: stats}}, "shots_kind": {method:
+    str}, "choices": {method: {group: what the head chose on validation}}}, each in the protocol's method
+    order (embeddings' training order, then the registry's)."""
     methods = ctx.methods("transfer")
-    wanted = [e for m in methods for e in (m.transfer, *m.needs)]
-    trained = train_embeddings(ctx, "transfer", protocol, wanted)
-    results: dict = {"head": {}, "tail": {}, "shots": {}, "shots_kind": {}}
+    trained = train_embeddings(ctx, "transfer", protocol, [e for m in methods for e in m.groups().values()])
+    results: dict = {"head": {}, "tail": {}, "all": {}, "shots": {}, "shots_kind": {}, "choices": {}}
     for method in in_report_order(methods, "transfer"):
         if method.scorer is not None:
-            scored = method.scorer(ctx, protocol, trained)
-            results["head"][method.name], results["tail"][method.name] = scored["head"], scored["tail"]
+            for group, result in method.scorer(ctx, protocol, trained).items():
+                results[group][method.name] = result
             continue
-        emb = get_embedding(method.transfer)
-        key = ctx.phase_key(f"eval_{method.name}", _eval_inputs(ctx, method), [ctx.phases.keys[emb.phase]])
-        head, tail, shots = ctx.phases.run(f"eval_{method.name}", key, lambda: evaluate_features(
-            ctx, method, protocol, emb.weights(ctx.out), emb.backbone(ctx.cfg)))
-        results["head"][method.name], results["tail"][method.name] = head, tail
-        results["shots"][method.name] = shots
-        results["shots_kind"][method.name] = "prototype subsampling" if emb.sees_tail else "few-shot"
+        embeddings = {group: get_embedding(name) for group, name in method.groups().items()}
+        upstream = [ctx.phases.keys[e.phase] for e in dict.fromkeys(embeddings.values())]
+        key = ctx.phase_key(f"eval_{method.name}", _eval_inputs(ctx, method), upstream)
+        scored = ctx.phases.run(f"eval_{method.name}", key,
+                                lambda: evaluate_features(ctx, method, protocol, embeddings))
+        for group in embeddings:
+            results[group][method.name] = scored[group]
+        if any(scored["choices"].values()):
+            results["choices"][method.name] = scored["choices"]
+        if "shots" in scored:
+            results["shots"][method.name] = scored["shots"]
+            results["shots_kind"][method.name] = ("prototype subsampling" if embeddings["tail"].sees_tail
+                                                  else "few-shot")
     return results
 
 
 def _eval_inputs(ctx: RunContext, method: BenchmarkMethod) -> dict:
     cfg = ctx.cfg
-    return {"method": method.name, "evaluation": to_dict(cfg.evaluation), "seed": cfg.seed,
-            "cpu_amp": cfg.cpu_amp, **{k: to_dict(cfg.data)[k] for k in ("n_head", "min_train")}}
+    data = to_dict(cfg.data)
+    return {"method": method.name, "groups": method.groups(), "evaluation": to_dict(cfg.evaluation),
+            "seed": cfg.seed, "cpu_amp": cfg.cpu_amp, **{k: data[k] for k in ("n_head", "min_train", "dedupe")},
+            **{name: to_dict(getattr(cfg, name)) for name in method.settings}}
 
 
-def evaluate_features(ctx: RunContext, method: BenchmarkMethod, protocol: TransferProtocol,
-                      checkpoint: str, backbone: str) -> tuple[TopKResult, TopKResult, dict]:
-    """Embed the head and tail images with ``checkpoint``'s backbone; per-class top-k on the head and tail
-    test images with the method fitted on all train images; then the K-shot study."""
+def embed_parts(ctx: RunContext, protocol: TransferProtocol, checkpoint: str, backbone: str) -> dict[str, torch.Tensor]:
+    """{part: features [n, D]} of the head and tail train and test images; the joint group's parts are
+    their concatenations (head then tail, as ``protocol.all_train`` / ``all_test``). One feature-cache
+    entry per embedding, whatever the methods and groups that read it."""
     rows = np.concatenate([getattr(protocol, p) for p in PARTS])
     bounds = np.cumsum([0] + [len(getattr(protocol, p)) for p in PARTS])
     embedded = ctx.features(checkpoint, rows, backbone)
     feats = {p: embedded[bounds[i]:bounds[i + 1]] for i, p in enumerate(PARTS)}
-    base_mean = feats["head_train"].mean(0)  # the base (head) classes' mean feature, for CL2N
-    out = []
-    for group in ("head", "tail"):
+    for split in ("train", "test"):
+        feats[f"all_{split}"] = torch.cat([feats[f"head_{split}"], feats[f"tail_{split}"]])
+    return feats
+
+
+def evaluate_features(ctx: RunContext, method: BenchmarkMethod, protocol: TransferProtocol,
+                      embeddings: dict[str, Embedding]) -> dict:
+    """For each group, embed its images with that group's embedding, fit the method on every train image
+    of the group and take per-class top-k on its test images; then the K-shot study on the tail.
+    Returns {group: TopKResult, "choices": {group: dict}, "shots": ... (when ``method.kshot``)}."""
+    out: dict = {"choices": {}}
+    feats_of: dict[str, dict[str, torch.Tensor]] = {}
+    for group, emb in embeddings.items():
+        if emb.name not in feats_of:
+            feats_of[emb.name] = embed_parts(ctx, protocol, emb.weights(ctx.out), emb.backbone(ctx.cfg))
+        feats = feats_of[emb.name]
+        base_mean = feats["head_train"].mean(0)  # the base (head) classes' mean feature, for CL2N
         y_train = torch.from_numpy(protocol.targets(getattr(protocol, f"{group}_train"), group))
         y_test = torch.from_numpy(protocol.targets(getattr(protocol, f"{group}_test"), group))
         clf = method.head(ctx.cfg, base_mean).fit(feats[f"{group}_train"], y_train)
-        names = protocol.head if group == "head" else protocol.tail
-        out.append(per_class_topk(clf.scores(feats[f"{group}_test"]), y_test, class_names=names))
-    shots = kshot_study(ctx, method, protocol, feats, base_mean, out[1])
-    return out[0], out[1], shots
+        out[group] = per_class_topk(clf.scores(feats[f"{group}_test"]), y_test, class_names=protocol.classes(group))
+        out["choices"][group] = dict(getattr(clf, "chosen", {}) or {})
+    if method.kshot and "tail" in embeddings:
+        tail = feats_of[embeddings["tail"].name]
+        out["shots"] = kshot_study(ctx, method, protocol, tail, tail["head_train"].mean(0), out["tail"])
+    return out
 
 
 def kshot_study(ctx: RunContext, method: BenchmarkMethod, protocol: TransferProtocol,

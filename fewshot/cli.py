@@ -20,6 +20,9 @@ from fewshot.images.cache_admin import CacheEntry, delete_entries, human_bytes, 
 from fewshot.utils.errors import UserError, run_cli
 
 if TYPE_CHECKING:  # the data layer imports torch: loaded only by the subcommands that need it
+    import numpy as np
+
+    from fewshot.data.cache import ImageCache
     from fewshot.data.dataset import FashionProducts
 
 DATA_HELP = ("dataset folder holding styles.csv and images/ (default: $FEWSHOT_DATA); "
@@ -101,8 +104,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-class table of a protocol: counts, roles, exclusions", parents=[common],
                        description="Per-class table of a protocol and its totals. The number of corrupt images "
-                                   "comes from an up-to-date image cache of the folder (`fewshot cache`), if any; "
-                                   "without one it is reported as not checked (null in --json).")
+                                   "and the groups of pixel-identical images come from an up-to-date image cache of "
+                                   "the folder (`fewshot cache`), if any; without one they are reported as not "
+                                   "checked (null in --json) and the counts are not deduplicated. With the cache, "
+                                   "copies are dropped by default (transfer: test images whose copy is a train "
+                                   "image; episodic: all but the first image of each group); --no-dedupe keeps "
+                                   "them.")
     p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--protocol", choices=("transfer", "episodic"), default="transfer",
                    help="transfer: head/tail classes, even/odd years; episodic: fixed background/evaluation "
@@ -114,6 +121,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-images", type=positive, default=20,
                    help="episodic: fewest images of a kept class (default 20)")
     p.add_argument("--skip-bad-rows", action="store_true", help=SKIP_HELP)
+    p.add_argument("--no-dedupe", action="store_true",
+                   help="keep pixel-identical copies in the counts (the protocols without duplicate groups); "
+                        "the duplicate groups are still reported. By default, when an image cache exists, "
+                        "transfer drops the test images whose copy is in train and episodic keeps one image "
+                        "per group")
 
     p = sub.add_parser("cache", parents=[common],
                        help="build (or check) the decoded-image cache and time its loading; list or prune caches",
@@ -163,11 +175,16 @@ def _summary(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = FashionProducts(data_dir(args.data), on_bad_rows="skip" if args.skip_bad_rows else "raise")
+    found = ds.recorded_corrupt()  # one up-to-date image cache, if any, for both corrupt images and copies
+    duplicates, groups = _duplicate_counts(ds, found)
+    use = None if args.no_dedupe else groups
     if args.protocol == "transfer":
-        protocol = TransferProtocol.from_styles(ds.styles, n_head=args.n_head, min_train=args.min_train)
+        protocol = TransferProtocol.from_styles(ds.styles, n_head=args.n_head, min_train=args.min_train,
+                                                duplicate_groups=use)
     else:
-        protocol = EpisodicProtocol.from_styles(ds.styles, min_images=args.min_images)
-    info = {**ds.describe(), **_corrupt_counts(ds), "protocol": args.protocol, **protocol.totals()}
+        protocol = EpisodicProtocol.from_styles(ds.styles, min_images=args.min_images, duplicate_groups=use)
+    info = {**ds.describe(), **_corrupt_counts(ds, found), **duplicates, "deduplicated": protocol.deduplicated,
+            "protocol": args.protocol, **protocol.totals()}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -180,6 +197,15 @@ def _summary(args: argparse.Namespace) -> int:
         print(f"corrupt images: {info['corrupt_images_checked']}")
     else:
         print(f"corrupt images: {info['n_corrupt_images']} ({info['corrupt_images_checked']})")
+    if info["n_duplicate_groups"] is None:
+        print(f"duplicate images: {info['duplicates_checked']}; counts below keep every copy")
+    else:
+        dropped = ("test images whose copy is a train image" if args.protocol == "transfer"
+                   else "all but the first image of each group")
+        print(f"duplicate images: {info['n_duplicate_groups']} groups of pixel-identical images, "
+              f"{info['n_duplicate_files']} files, {info['n_duplicate_within_class_groups']} groups within one "
+              f"class ({info['duplicates_checked']}); counts below "
+              + (f"leave out {dropped}" if protocol.deduplicated else "keep every copy (--no-dedupe)"))
     print(protocol.summary().to_string(index=False))
     print()
     for key, value in protocol.totals().items():
@@ -188,17 +214,34 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _corrupt_counts(ds: FashionProducts) -> dict[str, object]:
-    """``n_corrupt_images`` as the latest image cache build of ``ds``'s folder found it, and where that
-    number comes from. Only decoding finds a corrupt JPEG, and the summary decodes nothing: without an
-    up-to-date cache the count is None ("not checked"), never a 0 that claims a check."""
-    found = ds.recorded_corrupt()
+def _corrupt_counts(ds: FashionProducts, found: ImageCache | None) -> dict[str, object]:
+    """``n_corrupt_images`` as the latest image cache build of ``ds``'s folder (``found``, from
+    ``ds.recorded_corrupt()``) found it, and where that number comes from. Only decoding finds a corrupt JPEG,
+    and the summary decodes nothing: without an up-to-date cache the count is None ("not checked"), never a 0
+    that claims a check."""
     if found is None:
         return {"n_corrupt_images": None,
                 "corrupt_images_checked": f"not checked: no up-to-date image cache of this folder; run "
                                           f"`fewshot cache --data {ds.root}` to decode every image"}
     return {"n_corrupt_images": len(found.bad),
             "corrupt_images_checked": f"found by the {found.size[0]}x{found.size[1]} image cache build {found.path}"}
+
+
+def _duplicate_counts(ds: FashionProducts, found: ImageCache | None) -> tuple[dict[str, object], np.ndarray | None]:
+    """The groups of pixel-identical images among ``ds``'s rows (hashing the pixels of the image cache
+    ``found``; a corrupt image, absent from it, is in no group) and their counts for the report; None and
+    "not checked" without a cache, as for corrupt images."""
+    from fewshot.data.duplicates import align_groups, describe_duplicates, pixel_groups
+
+    keys = ("groups", "files", "within_class_groups", "cross_class_groups")
+    if found is None:
+        return ({f"n_duplicate_{k}": None for k in keys}
+                | {"duplicates_checked": f"not checked: no up-to-date image cache of this folder; run "
+                                         f"`fewshot cache --data {ds.root}` to decode every image"}), None
+    groups = align_groups(pixel_groups(found.images), found.ids, ds.ids)
+    counts = describe_duplicates(groups, ds.styles["articleType"].to_numpy(object))
+    return ({f"n_duplicate_{k}": counts[k] for k in keys}
+            | {"duplicates_checked": f"pixels of the {found.size[0]}x{found.size[1]} image cache {found.path}"}), groups
 
 
 def _cache(args: argparse.Namespace) -> int:

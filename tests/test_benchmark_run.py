@@ -35,8 +35,9 @@ EPISODIC_KEYS = {"2w1s", "2w5s", "5w1s", "5w5s"}  # the smoke config's settings 
 # The smoke config runs every registered method; what each protocol must report follows from the registry.
 METHODS = set(available_method_names())
 TRANSFER = {m for m in METHODS if get_method(m).transfer}
+IN_GROUP = {g: {m for m in TRANSFER if g in get_method(m).groups()} for g in ("head", "tail", "all")}
 EPISODIC = {m for m in METHODS if get_method(m).episodic}
-FEATURE_TRANSFER = {m for m in TRANSFER if get_method(m).head}
+KSHOT = {m for m in IN_GROUP["tail"] if get_method(m).head and get_method(m).kshot}
 
 
 def _command(*args: str) -> list[str]:
@@ -65,17 +66,24 @@ def test_smoke_run_writes_every_result_file(smoke_run):
 def test_smoke_summary_json_has_the_documented_structure(smoke_run):
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert summary["synthetic"] is True
-    assert set(summary["transfer"]["head"]) == set(summary["transfer"]["tail"]) == TRANSFER
-    for method, row in summary["transfer"]["tail"].items():
-        assert {"macro_top1", "macro_top5", "micro_top1", "micro_top5", "buckets"} <= set(row)
-        assert set(row["buckets"]) == {"many", "medium", "few"}
-        assert 0.0 <= row["macro_top1"] <= row["macro_top5"] <= 1.0
+    for group in ("head", "tail", "all"):
+        assert set(summary["transfer"][group]) == IN_GROUP[group], group
+        for method, row in summary["transfer"][group].items():
+            assert {"macro_top1", "macro_top5", "micro_top1", "micro_top5", "buckets"} <= set(row)
+            assert set(row["buckets"]) == {"many", "medium", "few"}
+            assert 0.0 <= row["macro_top1"] <= row["macro_top5"] <= 1.0
+    for row in summary["transfer"]["all"].values():
+        assert 0.0 <= row["head_macro_top1"] <= 1.0 and 0.0 <= row["tail_macro_top1"] <= 1.0
+    assert {"two_stage_joint", "crt", "tau_norm", "logit_adjust"} <= IN_GROUP["all"]
+    assert "two_stage" not in IN_GROUP["all"]  # two classifiers: it cannot score every class at once
+    assert set(summary["choices"]) >= {"crt", "tau_norm", "logit_adjust"}
+    assert summary["duplicates"]["dedupe"] is True
     assert set(summary["episodic"]) == EPISODIC
     for row in summary["episodic"].values():
         assert set(row) == EPISODIC_KEYS
         assert all(0 < r["mean"] <= 1 and r["ci95"] > 0 for r in row.values())
         assert row["2w5s"]["mean"] > 0.5  # above 2-way chance even after the tiny smoke training
-    assert set(summary["shots"]) == FEATURE_TRANSFER
+    assert set(summary["shots"]) == KSHOT
     assert set(summary["shots"]["protonet"]) == {"1", "5", "all"}
 
 
@@ -85,12 +93,19 @@ def test_smoke_per_class_csv_has_every_class_and_method_column(smoke_run):
     for method in METHODS:
         assert f"{method}/top1" in table.columns and f"{method}/top5" in table.columns
     assert (table["group"] == "head").sum() == 20
-    assert set(table["group"]) == {"head", "tail", "evaluation"}
+    assert set(table["group"]) == {"head", "tail", "all", "evaluation"}
+    joint = table[table["group"] == "all"]
+    assert joint["class"].tolist() == table[table["group"].isin(["head", "tail"])]["class"].tolist()
     summary = json.loads((smoke_run / "summary.json").read_text())
     tail = table[(table["group"] == "tail") & (table["n_test"] > 0)]
     # the table and the summary come from the same evaluation: the macro is the mean of the rows
     assert tail["two_stage/top1"].mean() == pytest.approx(summary["transfer"]["tail"]["two_stage"]["macro_top1"])
     assert tail["bucket"].isin(["many", "medium", "few"]).all()
+    scored = joint[joint["n_test"] > 0]
+    for method, row in summary["transfer"]["all"].items():
+        assert scored[f"{method}/top1"].mean() == pytest.approx(row["macro_top1"])
+        head = scored[scored["class"].isin(table[table["group"] == "head"]["class"])]
+        assert head[f"{method}/top1"].mean() == pytest.approx(row["head_macro_top1"])
 
 
 def test_smoke_run_record_and_markdown_say_what_ran(smoke_run):
@@ -171,7 +186,8 @@ def test_registered_methods_get_distinct_colours_and_markers_fixed_by_the_regist
 def test_runner_refuses_to_overwrite_a_run_or_to_resume_with_other_training_settings(smoke_run, tmp_path):
     with pytest.raises(UserError, match="holds a run with finished phases; pass --resume"):
         main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(smoke_run)]))
-    with pytest.raises(UserError, match=r"change finished training phases \(stage1, stage2, protonet_train, protonet_all_train\): "
+    with pytest.raises(UserError, match=r"change finished training phases \(stage1, stage2, stage2_joint, protonet_train, "
+                                         r"protonet_all_train\): "
                                          "stage1.epochs: was 2, now 9"):
         main(get_args_parser().parse_args(["--resume", str(smoke_run), "stage1.epochs=9"]))
     with pytest.raises(UserError, match="no config.resolved.toml"):
@@ -300,8 +316,11 @@ def test_a_changed_upstream_setting_recomputes_exactly_what_depends_on_it(smoke_
     out = tmp_path / "changed"
     main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(out), "--no-progress",
                                        "--reuse", str(smoke_run), "stage2.epochs=1"]))
-    # stage 2 feeds the two-stage tail scores (read from the stage-2 phase) and centroid_stage2 only
-    assert _computed(out) == {"stage2", "eval_centroid_stage2"}
+    # stage 2 feeds the two-stage tail scores (read from the stage-2 phase) and the feature methods scored on
+    # it (centroid_stage2; the long-tail heads' tail group), not stage2_joint: that starts from stage 1
+    on_stage2 = {f"eval_{m}" for m in METHODS if get_method(m).head and "stage2" in get_method(m).groups().values()}
+    assert on_stage2 == {"eval_centroid_stage2", "eval_crt", "eval_tau_norm", "eval_logit_adjust"}
+    assert _computed(out) == {"stage2", *on_stage2}
     before, after = (pd.read_csv(d / "per_class.csv") for d in (smoke_run, out))
     for method in ("centroid_stage1", "protonet", "protonet_all", "baseline_centroid"):
         assert before[f"{method}/top1"].equals(after[f"{method}/top1"]), method
@@ -390,6 +409,18 @@ def test_registering_a_method_twice_or_without_a_head_or_protocol_is_refused():
         BenchmarkMethod("x", "nowhere", head=lambda cfg, m: _NearestNeighbour())
     with pytest.raises(ValueError, match="unknown method.*known: two_stage, centroid_stage1"):
         get_method("centroid_stage3")
+    with pytest.raises(ValueError, match="transfer groups must be among head, tail, all, got \\['middle'\\]"):
+        BenchmarkMethod("x", "odd group", transfer={"middle": "stage1"}, head=lambda cfg, m: _NearestNeighbour())
+
+
+def test_a_method_names_one_embedding_for_every_group_or_one_per_group():
+    same = BenchmarkMethod("x", "one embedding", transfer="stage1", head=lambda cfg, m: _NearestNeighbour())
+    assert same.groups() == {"head": "stage1", "tail": "stage1", "all": "stage1"}
+    split = BenchmarkMethod("y", "per group", transfer={"all": "stage2_joint", "head": "stage1"},
+                            head=lambda cfg, m: _NearestNeighbour())
+    assert list(split.groups().items()) == [("head", "stage1"), ("all", "stage2_joint")]  # head, tail, all order
+    assert split.embedding("transfer") == "stage1"  # no tail group: its first group's
+    assert get_method("crt").embedding("transfer") == "stage2"  # the tail's: what the protocol asks about
 
 
 def test_a_config_naming_an_unknown_method_is_refused_with_the_known_names():
@@ -410,3 +441,18 @@ def test_the_gpu_config_starts_and_trains_a_step_on_the_cpu(tmp_path):
     history = torch.load(out / "two_stage" / "stage1" / "last.pt", weights_only=True)["history"]
     assert len(history) == 1 and history[0]["train_loss"] > 0
     assert json.loads((out / "summary.json").read_text())["transfer"]["tail"]["centroid_stage1"]["macro_top1"] > 0
+
+
+def test_dedupe_effect_scores_every_episodic_method_with_and_without_copies(smoke_run, tmp_path):
+    from benchmarks import dedupe_effect
+
+    results = dedupe_effect.main(dedupe_effect.get_args_parser().parse_args(
+        ["--run", str(smoke_run), "--out", str(tmp_path), "--no-progress"]))
+    assert set(results["methods"]) == EPISODIC
+    # the synthetic catalogue has no pixel copies: both versions are the same images and the same episodes
+    assert results["evaluation_images"]["with copies"] == results["evaluation_images"]["deduplicated"]
+    for by in results["methods"].values():
+        assert by["with copies"] == by["deduplicated"] and set(by["deduplicated"]) == EPISODIC_KEYS
+    assert "| protonet | 5w5s |" in (tmp_path / "dedupe_effect.md").read_text()
+    with pytest.raises(UserError, match="not a benchmark run folder"):
+        dedupe_effect.main(dedupe_effect.get_args_parser().parse_args(["--run", str(tmp_path)]))

@@ -199,6 +199,35 @@ def test_summary_reports_corrupt_images_as_not_checked_until_a_cache_build_found
     assert "corrupt images: 3 (found by the 40x30 image cache build" in capsys.readouterr().out
 
 
+def test_summary_drops_pixel_copies_once_a_cache_exists_unless_no_dedupe(make_layout, capsys):
+    red, blue = (200, 0, 0), (0, 0, 200)
+    rows = [style_row(i, "Shirts", 2012) for i in range(1, 5)] + [style_row(i, "Jeans", 2013) for i in range(5, 8)]
+    rows.append(style_row(8, "Jeans", 2012))
+    # test image 5 copies train image 1 (of another class); test images 6 and 7 copy each other
+    root = make_layout(rows, {1: red, 5: red, 6: blue, 7: blue, 8: (0, 200, 0)})
+    before = _run_json(capsys, "summary", "--data", str(root), "--json", "--n-head", "1")
+    assert before["n_duplicate_groups"] is None and "not checked" in before["duplicates_checked"]
+    assert before["deduplicated"] is False and before["n_tail_test"] == 3 and "n_dropped_test" not in before
+    assert main(["summary", "--data", str(root), "--n-head", "1"]) == 0
+    assert "duplicate images: not checked" in capsys.readouterr().out
+    assert main(["cache", "--data", str(root), "--size", "40x30"]) == 0
+    capsys.readouterr()
+    after = _run_json(capsys, "summary", "--data", str(root), "--json", "--n-head", "1")
+    # grey 2, 3, 4 are copies too: groups {1, 5}, {2, 3, 4}, {6, 7}
+    assert (after["n_duplicate_groups"], after["n_duplicate_files"]) == (3, 7)
+    assert after["n_duplicate_cross_class_groups"] == 1
+    assert "40x30 image cache" in after["duplicates_checked"] and after["deduplicated"] is True
+    assert (after["n_tail_test"], after["n_dropped_test"], after["n_tail_test_dropped"]) == (2, 1, 1)
+    kept = _run_json(capsys, "summary", "--data", str(root), "--json", "--n-head", "1", "--no-dedupe")
+    assert kept["deduplicated"] is False and kept["n_tail_test"] == 3 and kept["n_duplicate_groups"] == 3
+    episodic = _run_json(capsys, "summary", "--data", str(root), "--json", "--protocol", "episodic",
+                         "--min-images", "1")
+    assert (episodic["n_dropped_duplicates"], episodic["n_evaluation_images"]) == (4, 4)  # Shirts 4 -> 2, Jeans 4 -> 2
+    assert (episodic["n_evaluation_dropped"], episodic["n_background_dropped"]) == (4, 0)
+    assert main(["summary", "--data", str(root), "--n-head", "1"]) == 0
+    assert "duplicate images: 3 groups of pixel-identical images, 7 files" in capsys.readouterr().out
+
+
 def test_cache_skip_bad_rows_leaves_malformed_rows_out_and_reports_them(make_layout, capsys):
     root = make_layout([style_row(1, "Shirts"), "2,Men,broken", style_row(3, "Jeans")])
     assert "line 3" in _user_error(capsys, ["cache", "--data", str(root)])

@@ -152,3 +152,112 @@ def test_real_episodic_protocol_keeps_classes_with_at_least_20_images(real_data)
     dropped = {c for c in listed if counts.get(c, 0) < 20}
     assert dropped == {c for c, why in p.excluded.items() if "min_images" in why}
     assert len(p.background) + len(dropped & set(class_list("background"))) == 60
+
+
+# --- duplicate groups -------------------------------------------------------------------------------
+
+
+def _copies(styles: pd.DataFrame, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Groups [len(styles)] where each pair of rows is a group of copies."""
+    groups = np.full(len(styles), -1, dtype=np.int64)
+    for number, (a, b) in enumerate(pairs):
+        groups[[a, b]] = number
+    return groups
+
+
+def _rows(styles: pd.DataFrame, article: str, even: bool) -> list[int]:
+    year = styles["year"].to_numpy()
+    return [i for i in range(len(styles)) if styles["articleType"].iloc[i] == article
+            and not pd.isna(year[i]) and (int(year[i]) % 2 == 0) == even]
+
+
+def test_transfer_with_groups_drops_test_copies_of_train_images_only():
+    styles = _styles({"A": (9, 4), "B": (3, 3), "C": (2, 2)}, no_year={"A": 1})
+    a_train, a_test = _rows(styles, "A", True), _rows(styles, "A", False)
+    b_train, b_test = _rows(styles, "B", True), _rows(styles, "B", False)
+    c_test = _rows(styles, "C", False)
+    no_year = int(np.flatnonzero(styles["year"].isna())[0])
+    groups = _copies(styles, [(a_train[0], a_test[0]),  # head test copy of a head train image: dropped
+                              (b_train[0], c_test[0]),  # tail test copy of a train image of another class: dropped
+                              (a_test[1], b_test[1]),  # both in test: kept
+                              (a_train[1], b_train[1]),  # both in train: kept
+                              (no_year, c_test[1])])  # copy without a year, in no split: kept
+    plain = TransferProtocol.from_styles(styles, n_head=1)
+    p = TransferProtocol.from_styles(styles, n_head=1, duplicate_groups=groups)
+    assert (p.head, p.tail) == (plain.head, plain.tail) == (("A",), ("B", "C"))
+    assert np.array_equal(p.head_train, plain.head_train) and np.array_equal(p.tail_train, plain.tail_train)
+    assert sorted(p.dropped_test.tolist()) == sorted([a_test[0], c_test[0]])
+    assert set(p.head_test) == set(plain.head_test) - {a_test[0]}
+    assert set(p.tail_test) == set(plain.tail_test) - {c_test[0]}
+    assert p.counts["n_test"].to_dict() == {"A": 3, "B": 3, "C": 1}
+    assert p.counts["n_train"].equals(plain.counts["n_train"])
+    totals = p.totals()
+    assert (totals["n_dropped_test"], totals["n_head_test_dropped"], totals["n_tail_test_dropped"]) == (2, 1, 1)
+    assert totals["n_head_test"] == 3 and totals["n_tail_test"] == 4
+    assert p.deduplicated and not plain.deduplicated and len(plain.dropped_test) == 0
+    assert "n_dropped_test" not in plain.totals()  # without groups: today's totals
+    with pytest.raises(ValueError):
+        p.dropped_test[0] = 1
+
+
+def test_transfer_without_copies_across_the_split_equals_the_plain_protocol():
+    styles = _styles({"A": (9, 4), "B": (3, 3)})
+    p = TransferProtocol.from_styles(styles, n_head=1, duplicate_groups=np.full(len(styles), -1))
+    plain = TransferProtocol.from_styles(styles, n_head=1)
+    for name in ("head_train", "head_test", "tail_train", "tail_test"):
+        assert np.array_equal(getattr(p, name), getattr(plain, name)), name
+    assert p.counts.equals(plain.counts) and p.totals()["n_dropped_test"] == 0
+
+
+def test_transfer_class_whose_test_images_are_all_dropped_keeps_its_row():
+    styles = _styles({"A": (5, 0), "B": (3, 1)})
+    groups = _copies(styles, [(_rows(styles, "A", True)[0], _rows(styles, "B", False)[0])])
+    p = TransferProtocol.from_styles(styles, n_head=1, duplicate_groups=groups)
+    assert p.counts.loc["B"].tolist() == [3, 0] and len(p.tail_test) == 0
+    assert p.summary()["class"].tolist() == ["A", "B"]
+
+
+def test_episodic_with_groups_keeps_one_image_per_group_before_counting():
+    styles = _styles({"Jeans": (15, 6), "Cufflinks": (20, 3), "Rompers": (10, 10)})
+    jeans = _rows(styles, "Jeans", True) + _rows(styles, "Jeans", False)
+    cuff = _rows(styles, "Cufflinks", True) + _rows(styles, "Cufflinks", False)
+    romp = _rows(styles, "Rompers", True) + _rows(styles, "Rompers", False)
+    cuff_row = min(cuff)
+    romp_row = min(r for r in romp if r > cuff_row)  # the later row of a group is the one dropped
+    groups = _copies(styles, [(jeans[0], jeans[1]), (jeans[2], jeans[3]), (cuff_row, romp_row)])
+    plain = EpisodicProtocol.from_styles(styles)
+    p = EpisodicProtocol.from_styles(styles, duplicate_groups=groups)
+    assert plain.evaluation == ("Jeans",) and plain.background == ("Cufflinks", "Rompers")
+    assert p.evaluation == () and "19 images, fewer than min_images=20" in p.excluded["Jeans"]  # 21 - 2 copies
+    assert p.background == ("Cufflinks",) and "19 images" in p.excluded["Rompers"]  # its copy of a cufflink
+    dropped = [max(jeans[0], jeans[1]), max(jeans[2], jeans[3]), romp_row]
+    assert sorted(p.dropped_duplicates.tolist()) == sorted(dropped)
+    assert set(p.background_idx) == set(cuff)
+    assert p.counts.to_dict() == {"Cufflinks": 23, "Rompers": 19, "Jeans": 19}
+    totals = p.totals()
+    # the dropped rows are of classes that are now excluded: none is counted against a role
+    assert (totals["n_dropped_duplicates"], totals["n_background_dropped"], totals["n_evaluation_dropped"]) == (3, 0, 0)
+    assert "n_dropped_duplicates" not in plain.totals()
+
+
+def test_episodic_with_no_copies_equals_the_plain_protocol():
+    styles = _styles({"Jeans": (15, 10), "Cufflinks": (20, 0), "Other": (5, 5)})
+    p = EpisodicProtocol.from_styles(styles, duplicate_groups=np.full(len(styles), -1))
+    plain = EpisodicProtocol.from_styles(styles)
+    assert np.array_equal(p.background_idx, plain.background_idx)
+    assert np.array_equal(p.evaluation_idx, plain.evaluation_idx)
+    assert p.counts.equals(plain.counts) and dict(p.excluded) == dict(plain.excluded)
+
+
+def test_episodic_class_whose_every_image_is_a_copy_keeps_a_row_with_0_images():
+    styles = pd.DataFrame({"articleType": np.array(["Jeans"] * 25 + ["Bracelet", "Mystery"], dtype=object),
+                           "year": pd.array([2012] * 27, dtype="Int64")})
+    groups = np.full(27, -1, dtype=np.int64)
+    groups[[0, 25, 26]] = 0  # the bracelet and the unlisted class's image are copies of the first jeans
+    p = EpisodicProtocol.from_styles(styles, duplicate_groups=groups)
+    assert p.counts.to_dict() == {"Jeans": 25, "Bracelet": 0, "Mystery": 0}
+    assert p.summary().set_index("class").loc[["Bracelet", "Mystery"], "n_images"].tolist() == [0, 0]
+    assert p.excluded["Bracelet"] == "evaluation class with 0 images, fewer than min_images=20"
+    assert p.excluded["Mystery"] == "in neither the background nor the evaluation list"
+    assert p.evaluation == ("Jeans",) and len(p.evaluation_idx) == 25
+    assert p.totals()["n_evaluation_dropped"] == 0  # the dropped rows are of excluded classes

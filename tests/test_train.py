@@ -376,6 +376,18 @@ def test_resuming_with_another_config_names_the_difference(tmp_path):
         _run(dataclasses.replace(TINY, epochs=1, lr=0.1), out_dir=tmp_path, resume=True)
 
 
+def test_a_checkpoint_written_before_a_setting_existed_resumes_when_the_setting_is_at_its_default(tmp_path):
+    first, r1 = _run(out_dir=tmp_path)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    for key in ("loss", "loss_tau"):  # settings added after such a checkpoint was written
+        del saved["config"][key]
+    torch.save(saved, tmp_path / "last.pt")
+    again, r2 = _run(out_dir=tmp_path, resume=True)
+    assert _same_weights(first.state_dict(), again.state_dict()) and r1.history == r2.history
+    with pytest.raises(ValueError, match=r"loss: checkpoint 'ce', now 'logit_adjusted'"):
+        _run(dataclasses.replace(TINY, loss="logit_adjusted"), out_dir=tmp_path, resume=True)
+
+
 def test_best_checkpoint_carries_config_meta_and_a_loadable_backbone(tmp_path):
     model, result = _run(out_dir=tmp_path, meta={"backbone": "conv4", "classes": ["a", "b"]})
     best = torch.load(tmp_path / "best.pt", weights_only=True)

@@ -5,9 +5,14 @@ from typing import Any
 
 from fewshot.methods.base import FewShotClassifier
 from fewshot.methods.centroid import NearestCentroid
+from fewshot.methods.crt import CRT
+from fewshot.methods.logit_adjust import LogitAdjust
 from fewshot.methods.protonet import ProtoNet
+from fewshot.methods.tau_norm import TauNorm
 
-METHODS: dict[str, type[FewShotClassifier]] = {"centroid": NearestCentroid, "protonet": ProtoNet}
+METHODS: dict[str, type[FewShotClassifier]] = {
+    "centroid": NearestCentroid, "protonet": ProtoNet, "crt": CRT, "tau_norm": TauNorm, "logit_adjust": LogitAdjust,
+}
 
 
 def create_method(name: str, **kwargs: Any) -> FewShotClassifier:
@@ -17,4 +22,5 @@ def create_method(name: str, **kwargs: Any) -> FewShotClassifier:
     return METHODS[name](**kwargs)
 
 
-__all__ = ["FewShotClassifier", "NearestCentroid", "ProtoNet", "METHODS", "create_method"]
+__all__ = ["FewShotClassifier", "NearestCentroid", "ProtoNet", "CRT", "TauNorm", "LogitAdjust", "METHODS",
+           "create_method"]

@@ -60,7 +60,13 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     return resume.config_differences(saved, current, ignore=RESUME_IGNORES, labels=("checkpoint", "now"))
 
 
-def check_resumable(path: Path, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+def check_resumable(path: Path, saved: Mapping[str, Any], current: Mapping[str, Any],
+                    defaults: Mapping[str, Any] | None = None) -> None:
+    """Refuse to resume ``path`` when its config differs from this run's. A setting the checkpoint lacks
+    was added to the config after it was written: it counts as its value in ``defaults`` (the dataclass's
+    default, what the checkpoint's training ran with), so older checkpoints stay resumable."""
+    if defaults is not None:
+        saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     diffs = config_differences(saved, current)
     if diffs:
         raise UserError(f"cannot resume {path}: its config differs from this run's ({'; '.join(diffs)}). "

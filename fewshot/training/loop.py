@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from fewshot.images.augment import AugmentConfig
 from fewshot.images.inference import autocast, autocast_dtype
 from fewshot.training.checkpoint import check_resumable, cpu_state, load_training_state, save_model, save_training_state
+from fewshot.training.losses import LOSSES
 from fewshot.training.optim import build_optimizer, build_scheduler
 from fewshot.utils.device import resolve_device
 from fewshot.utils.seeding import derive_seed, seeded_global_rng
@@ -46,7 +47,11 @@ class TrainConfig:
     "effective" (Cui et al. 2019, ``effective_beta``). ``val_min_per_class``: the fewest validation images
     a class with >= 2 train images gives up (0 lets the rarest classes keep all their images for
     training). ``val_metric``: "macro" (mean per-class accuracy, what the benchmark reports on
-    rare classes) or "micro"."""
+    rare classes) or "micro". ``loss``: "ce" (cross-entropy) or "logit_adjusted" (Menon et al. 2021,
+    "Long-tail learning via logit adjustment", ICLR: cross-entropy of ``logits + loss_tau * log prior``,
+    the prior being the training labels' class frequencies; ``loss_tau=1`` is Ren et al. 2020's balanced
+    softmax). It combines with ``class_weights`` and ``label_smoothing``; validation and scoring use the
+    plain logits, which the loss leaves free of the prior."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -58,6 +63,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     class_weights: Literal["none", "inverse", "effective"] = "none"
+    loss: Literal["ce", "logit_adjusted"] = "ce"
+    loss_tau: float = 1.0
     effective_beta: float = 0.999
     balanced_sampling: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -78,6 +85,10 @@ class TrainConfig:
         if not self.lr > 0 or self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ValueError(f"train.lr={self.lr} must be > 0 and 0 <= warmup_epochs={self.warmup_epochs} "
                              f"<= epochs={self.epochs}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown train.loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if not self.loss_tau >= 0:
+            raise ValueError(f"train.loss_tau={self.loss_tau} must be >= 0")
 
 
 class Objective(ABC):
@@ -190,7 +201,7 @@ def _resume_run(out: Path | None, resume: bool, model: nn.Module, st: _Steppers,
         raise FileExistsError(f"{out / 'last.pt'} exists from an earlier run; pass resume=True (--resume) to "
                               "continue it, or choose another output folder")
     saved = load_training_state(out / "last.pt")
-    check_resumable(out / "last.pt", saved["config"], cfg)
+    check_resumable(out / "last.pt", saved["config"], cfg, defaults=dataclasses.asdict(TrainConfig()))
     model.load_state_dict(saved["model"])
     st.optimizer.load_state_dict(saved["optimizer"])
     st.scheduler.load_state_dict(saved["scheduler"])

@@ -6,6 +6,9 @@
   classes.
 - ``balanced_sample_weights``: per-sample weights 1 / n_{y_i}, so that sampling with replacement draws
   every class equally often (the seed's oversampling idea, done by the sampler instead of copying files).
+- ``logit_adjusted_cross_entropy`` and ``log_prior``: Menon et al. 2021, "Long-tail learning via logit
+  adjustment" (ICLR), the loss of ``TrainConfig(loss="logit_adjusted")``. They live with the frozen-feature
+  heads in ``fewshot.methods.longtail_functional`` (the layer below), which use them too.
 
 A class with no training sample gets weight 0: it cannot contribute to the loss anyway, and an infinite
 weight would poison the normalisation.
@@ -17,7 +20,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from fewshot.methods.longtail_functional import log_prior, logit_adjusted_cross_entropy
+
 CLASS_WEIGHTS = ("none", "inverse", "effective")
+LOSSES = ("ce", "logit_adjusted")
 
 
 def class_counts(labels: Sequence[int] | np.ndarray | torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -68,3 +74,7 @@ def balanced_sample_weights(labels: Sequence[int] | np.ndarray | torch.Tensor,
         raise ValueError("balanced_sample_weights got no labels")
     counts = class_counts(y, int(y.max()) + 1 if n_classes is None else n_classes)
     return 1.0 / counts[y].to(torch.float64)
+
+
+__all__ = ["CLASS_WEIGHTS", "LOSSES", "balanced_sample_weights", "class_counts", "class_weights",
+           "effective_number_weights", "inverse_frequency_weights", "log_prior", "logit_adjusted_cross_entropy"]

@@ -14,11 +14,19 @@ from fewshot.evaluation.functional import top1_accuracy
 from fewshot.images.inference import predict_scores
 from fewshot.images.store import ImageStore
 from fewshot.training.loop import Objective, TrainConfig
-from fewshot.training.losses import balanced_sample_weights, class_weights
+from fewshot.training.losses import (
+    balanced_sample_weights,
+    class_counts,
+    class_weights,
+    log_prior,
+    logit_adjusted_cross_entropy,
+)
 
 
 class SupervisedObjective(Objective):
-    """Cross-entropy on ``labels[train_indices]`` (labels 0..n_classes-1) of ``images`` [N, H, W, 3] uint8.
+    """Cross-entropy on ``labels[train_indices]`` (labels 0..n_classes-1) of ``images`` [N, H, W, 3] uint8;
+    with ``config.loss="logit_adjusted"`` the logit-adjusted loss, its prior the class frequencies of the
+    training labels (validation scores the plain logits).
 
     ``val_indices``: None carves a stratified ``config.val_fraction`` split out of ``train_indices``
     (seeded with ``config.seed``); pass an empty array for no validation. An epoch is
@@ -49,6 +57,8 @@ class SupervisedObjective(Objective):
                                           config.effective_beta)
         self.sample_weight = balanced_sample_weights(self.train_labels, self.n_classes) \
             if config.balanced_sampling else None
+        self.log_prior = log_prior(class_counts(self.train_labels, self.n_classes), torch.float32) \
+            if config.loss == "logit_adjusted" else None
         self._images: np.ndarray | None = images
         self.store: ImageStore | None = None
 
@@ -62,6 +72,8 @@ class SupervisedObjective(Objective):
         self.labels_on_device = self.train_labels.to(device)
         if self.class_weight is not None:
             self.class_weight = self.class_weight.to(device)
+        if self.log_prior is not None:
+            self.log_prior = self.log_prior.to(device)
 
     def steps_per_epoch(self) -> int:
         return max(1, len(self.train_indices) // self.config.batch_size)
@@ -83,8 +95,12 @@ class SupervisedObjective(Objective):
              batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
         x, y = batch
         logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, weight=self.class_weight,
-                               label_smoothing=self.config.label_smoothing)
+        if self.log_prior is None:
+            loss = F.cross_entropy(logits.float(), y, weight=self.class_weight,
+                                   label_smoothing=self.config.label_smoothing)
+        else:  # the prior shifts only the loss's logits: predictions and validation stay prior-free
+            loss = logit_adjusted_cross_entropy(logits.float(), y, self.log_prior, self.config.loss_tau,
+                                                weight=self.class_weight, label_smoothing=self.config.label_smoothing)
         return loss, (logits.argmax(1) == y).sum(), len(y)
 
     def validate(self, model: nn.Module) -> float | None:

@@ -62,7 +62,12 @@ def _per_class(plt, summary: dict, per_class: pd.DataFrame, title: str):
         ax.axvline(100, color="grey", lw=0.6, ls=":")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("top-1 accuracy")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    # one legend for every panel: a method may be in some groups only (two_stage is not in "all")
+    handles: dict = {}
+    for ax in axes[0]:
+        handles.update({label: h for h, label in zip(*ax.get_legend_handles_labels()) if label not in handles})
+    fig.legend(handles.values(), handles.keys(), fontsize=8, loc="upper center", ncol=min(len(handles), 6),
+               bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title)
     return fig
 

@@ -25,7 +25,7 @@ from benchmarks.methods import get_method
 from fewshot.cli import data_dir
 from fewshot.config import load_config
 from fewshot.data.dataset import FashionProducts
-from fewshot.data.duplicates import pixel_groups
+from fewshot.data.duplicates import dataset_groups
 from fewshot.data.protocols import EpisodicProtocol
 from fewshot.utils.device import resolve_device
 from fewshot.utils.errors import UserError, run_cli
@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> dict:
     record = json.loads((args.run / "run.json").read_text())
     root = data_dir(args.data or record.get("dataset", {}).get("root"))
     ds = FashionProducts(root, warn=False).cached(cfg.data.image_size, progress=not args.no_progress)
-    groups = pixel_groups(ds.images)
+    groups = dataset_groups(ds)
     ctx = RunContext(cfg, args.run, ds.images, ds.labels, ds.cache.pixels_sha256, phases=None,
                      progress=not args.no_progress, device=resolve_device(cfg.device))
     methods = [get_method(n) for n in cfg.methods if get_method(n).episodic and not get_method(n).missing()]

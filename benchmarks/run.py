@@ -32,7 +32,7 @@ from benchmarks.transfer import run_transfer
 from fewshot.cli import data_dir
 from fewshot.config import apply_overrides, load_config, to_dict, to_toml
 from fewshot.data.dataset import FashionProducts
-from fewshot.data.duplicates import describe_duplicates, pixel_groups
+from fewshot.data.duplicates import dataset_groups, describe_duplicates
 from fewshot.data.protocols import EpisodicProtocol, TransferProtocol
 from fewshot.data.synth import write_synthetic
 from fewshot.utils.device import resolve_device
@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     })
     atomic_write_json(out / "run.json", run)
     ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device)
-    groups = pixel_groups(ds.images)  # pixel-identical copies, reported either way
+    groups = dataset_groups(ds)  # pixel-identical copies, reported either way
     dedupe = groups if cfg.data.dedupe else None
     tp = TransferProtocol.from_styles(ds.styles, n_head=cfg.data.n_head, min_train=cfg.data.min_train,
                                       duplicate_groups=dedupe) if ctx.methods("transfer") else None

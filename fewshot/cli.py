@@ -214,15 +214,19 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_checked(ds: FashionProducts) -> str:
+    """Why a count that needs decoded images is missing, and the command that provides them."""
+    return (f"not checked: no up-to-date image cache of this folder; run `fewshot cache --data {ds.root}` to decode "
+            "every image")
+
+
 def _corrupt_counts(ds: FashionProducts, found: ImageCache | None) -> dict[str, object]:
     """``n_corrupt_images`` as the latest image cache build of ``ds``'s folder (``found``, from
     ``ds.recorded_corrupt()``) found it, and where that number comes from. Only decoding finds a corrupt JPEG,
     and the summary decodes nothing: without an up-to-date cache the count is None ("not checked"), never a 0
     that claims a check."""
     if found is None:
-        return {"n_corrupt_images": None,
-                "corrupt_images_checked": f"not checked: no up-to-date image cache of this folder; run "
-                                          f"`fewshot cache --data {ds.root}` to decode every image"}
+        return {"n_corrupt_images": None, "corrupt_images_checked": _not_checked(ds)}
     return {"n_corrupt_images": len(found.bad),
             "corrupt_images_checked": f"found by the {found.size[0]}x{found.size[1]} image cache build {found.path}"}
 
@@ -236,8 +240,7 @@ def _duplicate_counts(ds: FashionProducts, found: ImageCache | None) -> tuple[di
     keys = ("groups", "files", "within_class_groups", "cross_class_groups")
     if found is None:
         return ({f"n_duplicate_{k}": None for k in keys}
-                | {"duplicates_checked": f"not checked: no up-to-date image cache of this folder; run "
-                                         f"`fewshot cache --data {ds.root}` to decode every image"}), None
+                | {"duplicates_checked": _not_checked(ds)}), None
     groups = align_groups(pixel_groups(found.images), found.ids, ds.ids)
     counts = describe_duplicates(groups, ds.styles["articleType"].to_numpy(object))
     return ({f"n_duplicate_{k}": counts[k] for k in keys}

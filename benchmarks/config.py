@@ -12,10 +12,18 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from baselines.two_stage import TwoStageConfig
-from benchmarks.methods import available_method_names, check_methods
+from benchmarks.methods import (
+    FUSION_METHODS,
+    available_method_names,
+    check_fusion_image_method,
+    check_methods,
+    check_text,
+    get_method,
+)
 from fewshot.models.backbones import available_backbones
 from fewshot.training.episodic import EpisodeConfig
 from fewshot.training.loop import TrainConfig
+from fewshot.training.meta import MetaConfig
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -117,6 +125,66 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class TextConfig:
+    """The product-name branch (``text``, ``fusion_gate``, ``fusion_product``): ``encoder`` ("tfidf", or
+    "minilm" with its optional packages) fitted on train names only, ``max_features`` TF-IDF columns, and
+    ``classifier``, the feature-based method fitted on the text features; a linear classifier takes
+    [longtail]'s schedule and tau grid with ``weight_decays`` from here."""
+
+    encoder: Literal["tfidf", "minilm"] = "tfidf"
+    max_features: int = 8192
+    classifier: Literal["centroid", "crt", "tau_norm", "logit_adjust"] = "tau_norm"
+    weight_decays: tuple[float, ...] = (1e-2,)
+
+    def __post_init__(self) -> None:
+        if self.max_features < 2:
+            raise ValueError(f"text.max_features={self.max_features} must be >= 2")
+        if not self.weight_decays or min(self.weight_decays) < 0:
+            raise ValueError(f"text.weight_decays={list(self.weight_decays)} must be non-negative, at least one")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """``image_method``: the image-only method whose probabilities are fused with the text's (a
+    feature-based transfer method, named here, never chosen on test images); temperatures and the gate
+    threshold (from ``thresholds``) are fitted on ``val_fraction`` of each group's train images."""
+
+    image_method: str = "tau_norm"
+    val_fraction: float = 0.2
+    thresholds: tuple[float, ...] = tuple(i / 20 for i in range(21))
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"fusion.val_fraction={self.val_fraction} must lie in (0, 1)")
+        if not self.thresholds or min(self.thresholds) < 0 or max(self.thresholds) > 1:
+            raise ValueError(f"fusion.thresholds={list(self.thresholds)} must lie in [0, 1], at least one")
+
+
+@dataclass(frozen=True)
+class MetaLearnConfig:
+    """``maml`` and ``anil`` (learn2learn): a body ``LayerNorm, Linear(d, hidden), ReLU`` on frozen ImageNet features
+    of ``reference_backbone`` (the budget-fitting backbone: no image passes through a trained network),
+    meta-trained on ``tasks`` of the background training classes, the epoch chosen on held-out background
+    classes. ``inner_lr`` / ``adaptation_steps``: the inner loop, in training and evaluation;
+    ``first_order``: MAML's meta-gradient (FOMAML when true); ANIL's is always second-order (head only)."""
+
+    hidden: int = 512
+    inner_lr: float = 0.5
+    adaptation_steps: int = 5
+    first_order: bool = True
+    tasks: MetaConfig = field(default_factory=lambda: MetaConfig(n_way=5, n_shot=5, n_query=10, meta_batch=4,
+                                                                 steps_per_epoch=100, val_way=5, val_shot=5,
+                                                                 val_query=15, val_episodes=200))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=5, optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_epochs=0.0, amp=False, channels_last=False))
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or self.adaptation_steps < 1 or not self.inner_lr > 0:
+            raise ValueError(f"meta: hidden={self.hidden} and adaptation_steps={self.adaptation_steps} must be >= 1, "
+                             f"inner_lr={self.inner_lr} > 0")
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     name: str = "custom"
     seed: int = 0
@@ -139,6 +207,9 @@ class BenchmarkConfig:
                                                                           val_min_per_class=0))
     background: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=0.05))
     longtail: LongTailConfig = field(default_factory=LongTailConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    meta: MetaLearnConfig = field(default_factory=MetaLearnConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     protonet: ProtoNetConfig = field(default_factory=ProtoNetConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
@@ -151,10 +222,14 @@ class BenchmarkConfig:
                 raise ValueError(f"{key}={getattr(self, key)!r} is unknown; known: {', '.join(available_backbones())}")
         if not 0.0 < self.val_classes < 1.0:
             raise ValueError(f"val_classes={self.val_classes} must lie in (0, 1)")
+        if any(get_method(m).settings and "text" in get_method(m).settings for m in self.methods):
+            check_text(self.text.encoder)
+        if any(m in self.methods for m in FUSION_METHODS):
+            check_fusion_image_method(self.fusion.image_method)
 
     def train(self, which: str) -> TrainConfig:
         """The training table ``which`` with the run's seed, device and cpu_amp applied."""
-        table = self.protonet.train if which == "protonet" else getattr(self, which)
+        table = {"protonet": self.protonet.train, "meta": self.meta.train}.get(which) or getattr(self, which)
         return dataclasses.replace(table, seed=self.seed, device=self.device, cpu_amp=self.cpu_amp)
 
     def two_stage(self) -> TwoStageConfig:

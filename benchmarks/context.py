@@ -25,6 +25,7 @@ class RunContext:
     phases: PhaseStore
     progress: bool
     device: torch.device
+    names: tuple[str, ...] = ()  # the product name of every image ("" when empty): the text branch's input
 
     def methods(self, protocol: str) -> list[BenchmarkMethod]:
         """The configured methods that run in ``protocol``, in the registry's order."""

@@ -7,6 +7,9 @@ starts from, and which slice of the config it depends on (the phase key, :mod:`b
 Transfer protocol: ``stage1`` (head classes) and ``stage2`` (fine-tuned on the tail from ``stage1``)
 are the two-stage baseline's, ``stage2_joint`` (fine-tuned on head + tail from ``stage1``) its joint variant's; ``protonet_head`` and ``protonet_all`` are ProtoNets trained episodically
 on the head (or head + tail) train images, from ``stage1`` when ``protonet.init = "supervised"``.
+``text`` is not a backbone: product-name features (the text encoder fitted on train names).
+``maml_bg`` / ``anil_bg`` are learn2learn meta-learners meta-trained on frozen ImageNet features of the
+background training classes (:mod:`benchmarks.meta`).
 Episodic protocol: ``background`` is a supervised classifier on the background training classes (Chen et
 al. 2019's Baseline), ``protonet_bg`` a ProtoNet trained on the same classes, from ``background``.
 """
@@ -82,6 +85,9 @@ class Embedding:
     inputs: Callable[[BenchmarkConfig], dict]
     starts_from: str | None = None  # an embedding whose checkpoint initialises this one
     sees_tail: bool = False
+    # "text": product-name features (benchmarks.text); "meta": a meta-learner on frozen ImageNet features
+    # (benchmarks.meta), whose checkpoint the method's head loads; else "image", a backbone's features
+    kind: str = "image"
 
     @property
     def frozen(self) -> bool:
@@ -165,6 +171,23 @@ def _train_protonet_bg(ctx: RunContext, split: EpisodicSplit, start: Path | None
                           {"classes": "background"})
 
 
+def _train_maml(ctx: RunContext, split: EpisodicSplit, start: Path | None) -> str:
+    from benchmarks.meta import train_meta
+
+    return train_meta(ctx, split, "maml", ctx.out / "maml")
+
+
+def _train_anil(ctx: RunContext, split: EpisodicSplit, start: Path | None) -> str:
+    from benchmarks.meta import train_meta
+
+    return train_meta(ctx, split, "anil", ctx.out / "anil")
+
+
+def _meta(cfg: BenchmarkConfig, algorithm: str) -> dict:
+    return {"algorithm": algorithm, "backbone": cfg.reference_backbone, "weights": "imagenet", "seed": cfg.seed,
+            "cpu_amp": cfg.cpu_amp, **_episodic_data(cfg), "meta": {**to_dict(cfg.meta), "train": _train(cfg, "meta")}}
+
+
 def _model(cfg: BenchmarkConfig) -> dict:
     return {"backbone": cfg.backbone, "weights": cfg.weights, "seed": cfg.seed, "cpu_amp": cfg.cpu_amp}
 
@@ -202,11 +225,20 @@ EMBEDDINGS: dict[str, Embedding] = {e.name: e for e in (
               lambda c: {**_protonet(c), **_transfer_data(c)}, starts_from="stage1"),
     Embedding("protonet_all", "transfer", "protonet_all_train", "protonet_all/best.pt", _train_protonet_all,
               lambda c: {**_protonet(c), **_transfer_data(c)}, starts_from="stage1", sees_tail=True),
+    # Product names, not images: the text encoder is fitted on train names when the features are made.
+    Embedding("text", "transfer", "text_features", "text", None,
+              lambda c: {"text": {"encoder": c.text.encoder, "max_features": c.text.max_features},
+                         **_transfer_data(c), "dedupe": c.data.dedupe}, sees_tail=True, kind="text"),
     Embedding("background", "episodic", "background_train", "background/best.pt", _train_background,
               lambda c: {**_model(c), **_episodic_data(c), "train": _train(c, "background"),
                          "episodes": to_dict(c.protonet.episodes)}),
     Embedding("protonet_bg", "episodic", "protonet_bg_train", "protonet_bg/best.pt", _train_protonet_bg,
               lambda c: {**_protonet(c), **_episodic_data(c)}, starts_from="background"),
+    # Meta-learned on frozen ImageNet features: the checkpoint holds the meta-learner, not a backbone.
+    Embedding("maml_bg", "episodic", "maml_train", "maml/best.pt", _train_maml, lambda c: _meta(c, "maml"),
+              kind="meta"),
+    Embedding("anil_bg", "episodic", "anil_train", "anil/best.pt", _train_anil, lambda c: _meta(c, "anil"),
+              kind="meta"),
 )}
 
 

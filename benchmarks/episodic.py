@@ -38,15 +38,20 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
                   "val_classes": ctx.cfg.val_classes, "dedupe": ctx.cfg.data.dedupe}
         name = f"eval_episodic_{method.name}"
         key = ctx.phase_key(name, inputs, [ctx.phases.keys[emb.phase]])
+        # a meta-learner reads frozen ImageNet features and brings its own (meta-trained) head
+        source = get_embedding("imagenet") if emb.kind == "meta" else emb
+        head = {"checkpoint": ctx.out / emb.checkpoint} if emb.kind == "meta" else {}
         out["episodic"][method.name], out["class_accuracy"][method.name] = ctx.phases.run(
-            name, key, lambda: evaluate_method(ctx, method, emb.weights(ctx.out), emb.backbone(ctx.cfg), split))
+            name, key, lambda: evaluate_method(ctx, method, source.weights(ctx.out), source.backbone(ctx.cfg), split,
+                                               head))
     return out
 
 
 def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str, backbone: str,
-                    split: EpisodicSplit) -> tuple[dict, dict]:
+                    split: EpisodicSplit, head: dict | None = None) -> tuple[dict, dict]:
     """Embed the background training images (for CL2N's base mean) and the evaluation images with
-    ``checkpoint``'s backbone, then every way x shot setting on the same seeded episodes."""
+    ``checkpoint``'s backbone, then every way x shot setting on the same seeded episodes. ``head``: extra
+    keyword arguments of the method's head factory (a meta-learner's checkpoint)."""
     protocol = split.protocol
     eval_idx = protocol.evaluation_idx
     embedded = ctx.features(checkpoint, np.concatenate([split.train_idx, eval_idx]), backbone)
@@ -61,7 +66,7 @@ def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str, b
             sampler = EpisodeSampler(labels, way, shot, ev.n_query, ev.episodes,
                                      seed=derive_seed(ctx.cfg.seed, f"evaluation episodes {way}w{shot}s"))
             summary, per_label = _score_setting(ctx, method, feats, labels, base_mean, sampler,
-                                                want_classes=(way, shot) == CLASS_TABLE_SETTING)
+                                                want_classes=(way, shot) == CLASS_TABLE_SETTING, head=head or {})
             settings[f"{way}w{shot}s"] = summary
             if per_label is not None:
                 class_accuracy = {name_of[c]: acc for c, acc in per_label.items()}
@@ -70,15 +75,15 @@ def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str, b
 
 def _score_setting(ctx: RunContext, method: BenchmarkMethod, feats: torch.Tensor, labels: np.ndarray,
                    base_mean: torch.Tensor, sampler: EpisodeSampler,
-                   want_classes: bool) -> tuple[dict, dict[int, float] | None]:
+                   want_classes: bool, head: dict) -> tuple[dict, dict[int, float] | None]:
     """(summary of one way x shot setting, per-label query accuracy or None)."""
-    clf = method.head(ctx.cfg, base_mean)
+    clf = method.head(ctx.cfg, base_mean, **head)
     if isinstance(clf, NearestCentroid):
         kwargs = {"normalize": clf.normalize, "distance": clf.distance, "base_mean": clf.base_mean}
         result = episodic_eval(feats, labels, sampler, device=ctx.cfg.device, progress=False, **kwargs)
         per_label = episodic_class_accuracy(feats, labels, sampler, **kwargs) if want_classes else None
         return result.summary(), per_label
     # The generic path fits a fresh copy of the method on every episode's support set.
-    result = evaluate_episodes(lambda: method.head(ctx.cfg, base_mean), feats, labels, sampler,
+    result = evaluate_episodes(lambda: method.head(ctx.cfg, base_mean, **head), feats, labels, sampler,
                                device=ctx.cfg.device, progress=False)
     return result.summary(), result.class_accuracy if want_classes else None

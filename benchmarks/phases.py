@@ -63,15 +63,18 @@ class PhaseStore:
         self.reused: list[str] = []
         self.imported: dict[str, str] = {}
         self.keys: dict[str, str] = {}
+        self._done: dict[str, tuple[str, Any]] = {}  # name -> (key, result) of this attempt
         self.log = log
 
     def run(self, name: str, key: str, fn: Callable[[], T], artifacts: Sequence[str] = ()) -> T:
         """``fn()``'s result, computed once per key. ``artifacts``: files (relative to the run folder)
         that the phase writes and later phases read; they travel with an imported phase."""
         self.keys[name] = key
+        if self._done.get(name, (None,))[0] == key:  # computed by this attempt already (a phase several methods share)
+            return self._done[name][1]
         own = self._load(self.folder / f"{name}.pt")
         if own is not None and (own.get("key") == key or (own.get("key") is None and self.trust_unkeyed)):
-            return self._reuse(name, own, "finished earlier")
+            return self._remember(name, key, self._reuse(name, own, "finished earlier"))
         if own is not None:
             self.log(f"[{name}] its inputs changed since it ran: recomputing")
         for source in self.sources:
@@ -79,7 +82,7 @@ class PhaseStore:
             if saved is not None and saved.get("key") == key and self._import_artifacts(source, artifacts):
                 atomic_torch_save({**saved, "imported_from": str(source)}, self.folder / f"{name}.pt")
                 self.imported[name] = str(source)
-                return self._reuse(name, saved, f"imported from {source}")
+                return self._remember(name, key, self._reuse(name, saved, f"imported from {source}"))
         self.log(f"[{name}] running")
         start = time.perf_counter()
         result = fn()
@@ -87,6 +90,10 @@ class PhaseStore:
         atomic_torch_save({"result": result, "seconds": seconds, "key": key}, self.folder / f"{name}.pt")
         self.seconds[name] = seconds
         self.log(f"[{name}] done in {seconds:.0f} s")
+        return self._remember(name, key, result)
+
+    def _remember(self, name: str, key: str, result: T) -> T:
+        self._done[name] = (key, result)
         return result
 
     def _reuse(self, name: str, saved: dict[str, Any], how: str) -> Any:

@@ -26,7 +26,7 @@ def n_train_of(protocol: TransferProtocol, classes: tuple[str, ...]) -> np.ndarr
 
 
 def summary_dict(transfer: dict, episodic: dict, protocol: TransferProtocol | None, synthetic: bool,
-                 duplicates: dict | None = None) -> dict:
+                 duplicates: dict | None = None, name_subsets: dict | None = None) -> dict:
     """The run's summary.json. Each transfer group's method rows carry macro/micro top-1/top-5 and the
     Many/Medium/Few bucket means (top-1 in ``buckets``, top-5 in ``buckets_top5``); the joint group's also
     ``head_macro_top1`` / ``tail_macro_top1`` (its macro top-1 over the head classes and over the tail
@@ -51,6 +51,8 @@ def summary_dict(transfer: dict, episodic: dict, protocol: TransferProtocol | No
         out["episodic_split"] = episodic["split"]
     if duplicates is not None:
         out["duplicates"] = duplicates
+    if name_subsets:
+        out["name_subsets"] = name_subsets
     return _clean(out)
 
 
@@ -131,6 +133,7 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
     lines += _duplicates_line(summary.get("duplicates"))
     for group in TRANSFER_GROUPS:
         lines += _transfer_table(group, summary["transfer"].get(group, {}), per_class)
+    lines += _subsets_table(summary.get("name_subsets", {}), summary["transfer"])
     lines += _choices_table(summary.get("choices", {}))
     lines += _shots_table(summary["shots"], summary.get("shots_kind", {})) + _episodic_table(summary["episodic"]) + _worst_classes(per_class)
     lines += ["## Phases", "", "| phase | seconds | reused |", "|---|---:|---|"]
@@ -183,6 +186,37 @@ def _transfer_table(group: str, results: dict, per_class: pd.DataFrame) -> list[
     return lines
 
 
+def _subsets_table(subsets: dict, transfer: dict) -> list[str]:
+    """Each method's macro top-1 on every test image and on those whose product name lacks its class name."""
+    if not subsets:
+        return []
+    lines = ["## Test images whose product name does not contain their class name", "",
+             "Text methods read product names, a different input than the images. Many names spell out the "
+             "article type; this is each method on the images whose names do not.", ""]
+    for group, sub in subsets.items():
+        lines += [f"{group}: {_pct(sub['share_with_class_word'])}% of {sub['n_test']} test names contain their class "
+                  f"name; {sub['n_without_class_word']} do not.", "",
+                  "| method | macro top-1 (all) | macro top-1 (without) | micro top-1 (without) | macro top-5 (without) |",
+                  "|---|---:|---:|---:|---:|"]
+        for method, row in sub["methods"].items():
+            overall = transfer.get(group, {}).get(method, {}).get("macro_top1")
+            lines.append(f"| {method} | {_pct(overall)} | {_pct(row.get('macro_top1'))} | {_pct(row.get('micro_top1'))} "
+                         f"| {_pct(row.get('macro_top5'))} |")
+        lines.append("")
+    return lines
+
+
+def _choice_cells(chosen: dict, prefix: str = "") -> list[str]:
+    """"key value" cells; nested dicts (a fusion's per-branch validation scores) as "key.sub value"."""
+    cells = []
+    for k, v in chosen.items():
+        if isinstance(v, dict):
+            cells += _choice_cells(v, f"{prefix}{k}.")
+        else:
+            cells.append(f"{prefix}{k} {v:.4g}" if isinstance(v, float) else f"{prefix}{k} {v}")
+    return cells
+
+
 def _choices_table(choices: dict) -> list[str]:
     """What each long-tail head chose on validation images carved from train, group by group."""
     if not choices:
@@ -192,7 +226,7 @@ def _choices_table(choices: dict) -> list[str]:
     for method, by_group in choices.items():
         for group, chosen in by_group.items():
             if chosen:
-                cells = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items())
+                cells = ", ".join(_choice_cells(chosen))
                 lines.append(f"| {method} | {group} | {cells} |")
     return lines + [""]
 

@@ -28,6 +28,7 @@ from benchmarks.episodic import run_episodic
 from benchmarks.phases import PhaseStore
 from benchmarks.plots import write_plots
 from benchmarks.report import per_class_table, summary_dict, write_results
+from benchmarks.text import subset_summary
 from benchmarks.transfer import run_transfer
 from fewshot.cli import data_dir
 from fewshot.config import apply_overrides, load_config, to_dict, to_toml
@@ -184,7 +185,8 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
         "phase_keys": phases.keys,
     })
     atomic_write_json(out / "run.json", run)
-    ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device)
+    ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device,
+                     tuple(ds.names))
     groups = dataset_groups(ds)  # pixel-identical copies, reported either way
     dedupe = groups if cfg.data.dedupe else None
     tp = TransferProtocol.from_styles(ds.styles, n_head=cfg.data.n_head, min_train=cfg.data.min_train,
@@ -199,7 +201,8 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     if cfg.data.dedupe:
         duplicates.update(transfer_test_dropped=len(tp.dropped_test) if tp is not None else 0,
                           episodic_dropped=len(ep.dropped_duplicates) if ep is not None else 0)
-    summary = summary_dict(transfer, episodic, tp, ds.synthetic, duplicates)
+    summary = summary_dict(transfer, episodic, tp, ds.synthetic, duplicates,
+                           name_subsets=subset_summary(transfer, ctx, tp) if tp is not None else None)
     per_class = per_class_table(transfer, episodic, tp, ep, cfg.methods)
     run.update(status="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                wall_seconds=time.perf_counter() - start)

@@ -9,14 +9,14 @@ atomically to ``sampler_speed.md`` in a fresh ``runs/sampler_speed-<UTC timestam
 ``--out DIR``: ``--out benchmarks/results`` refreshes the committed table. The last line printed is
 ``ratio_vs_best_anchor=<x>`` (loaded episodes/s of ours over the best anchor's, the smallest over the datasets).
 
-The anchors are not project dependencies (learn2learn's PyPI sdist does not build on Python 3.11 and
-pins numpy<2 through qpth). The committed table was made in a separate venv: ``pip install
-torch==2.14.1 torchvision==0.29.1 numpy pandas tqdm cython``; easyfsl 1.5.0 with ``--no-deps``;
-learn2learn 0.2.0 from its sdist after ``cython -3`` on its three ``.pyx`` files, installed with
-``--no-deps`` plus what its import needs (requests, gym, scipy; not qpth); then ``PYTHONPATH=<repo>
-python -m benchmarks.sampler_speed --out benchmarks/results``. easyfsl's TaskSampler calls
-``Sampler.__init__(data_source=None)``, which torch 2.14 rejects; :class:`_AcceptsDataSource` works around
-it in this script only.
+learn2learn 0.2.0 runs in the project's own environment: its PyPI sdist does not build on Python 3.11 by
+itself, so ``make install`` (or ``python tools/install_learn2learn.py --python .venv/bin/python``) builds it
+with Cython 3 and without qpth. easyfsl is not a project dependency: ``pip install --no-deps easyfsl==1.5.0``
+for its rows. Refresh the committed table with ``python -m benchmarks.sampler_speed --out benchmarks/results``.
+The ``fewshot: `L2LTasks.sample``` row is this project's sampler served in learn2learn's task form
+(:mod:`fewshot.sampling.l2l`), split by learn2learn's ``partition_task``: what a learn2learn loop gets when
+it switches sampler. easyfsl's TaskSampler calls ``Sampler.__init__(data_source=None)``, which torch 2.14
+rejects; :class:`_AcceptsDataSource` works around it in this script only.
 """
 from __future__ import annotations
 
@@ -197,9 +197,11 @@ def easyfsl_rows(ds: FeatureDataset) -> Rows:
             ("full eval", "easyfsl TaskSampler: loaded + per-episode maths"): (evaluate, "accuracy of every episode")}
 
 
-def learn2learn_rows(ds: FeatureDataset) -> Rows:
+def learn2learn_rows(ds: FeatureDataset, seed: int) -> Rows:
     import learn2learn as l2l
     from learn2learn.data.transforms import FusedNWaysKShots, LoadData, RemapLabels
+
+    from fewshot.sampling.l2l import L2LTasks
 
     by_class: dict[int, list[int]] = {}
     for i, y in enumerate(ds.label_list):
@@ -221,13 +223,21 @@ def learn2learn_rows(ds: FeatureDataset) -> Rows:
             (support, s_y), (query, q_y) = l2l.data.partition_task(*taskset.sample(), shots=SHOT)
             per_episode_accuracy(support, s_y, query, q_y)
 
+    tasks = L2LTasks(ds, EpisodeSampler(ds.labels, WAY, SHOT, QUERY, ENDLESS, seed=seed))
+
+    def adapter(n: int) -> None:  # the one-line switch of a learn2learn loop to this project's sampler
+        for _ in range(n):
+            l2l.data.partition_task(*tasks.sample(), shots=SHOT)
+
     return {("index-only", "learn2learn Taskset: `sample_task_description`"): (
                 iterate, f"a list of {LISTED} DataDescription objects"),
             ("loaded", "learn2learn Taskset: `sample` + `partition_task`"): (loaded, f"{EPISODE}{ONE_BY_ONE}"),
-            ("full eval", "learn2learn Taskset: loaded + per-episode maths"): (evaluate, "accuracy of every episode")}
+            ("full eval", "learn2learn Taskset: loaded + per-episode maths"): (evaluate, "accuracy of every episode"),
+            ("loaded", "fewshot: `L2LTasks.sample` + learn2learn's `partition_task`"): (
+                adapter, f"{EPISODE}{ONE_BY_ONE}; learn2learn's `[X, y]` task form")}
 
 
-ANCHORS = {"easyfsl": easyfsl_rows, "learn2learn": learn2learn_rows}
+ANCHORS = {"easyfsl": lambda ds, seed: easyfsl_rows(ds), "learn2learn": learn2learn_rows}
 
 
 def anchor_versions() -> dict[str, str]:
@@ -260,7 +270,7 @@ def bench_dataset(name: str, args: argparse.Namespace) -> tuple[list[dict], list
     missing = []
     for anchor, make in ANCHORS.items():
         try:
-            rows.update(make(FeatureDataset(features, labels)))
+            rows.update(make(FeatureDataset(features, labels), args.seed))
         except ImportError as err:
             missing.append(f"{anchor} ({type(err).__name__}: {err})")
     random.seed(args.seed)  # the anchors draw from the global `random`; seed it for repeatable runs
@@ -296,7 +306,8 @@ def ratio_lines(tables: list[dict], names: list[str]) -> tuple[list[str], float 
     for name in names:
         rows = [r for r in tables if r["dataset"] == name]
         pairs = [(kind, best(rows, kind, True)) for kind in KINDS]
-        pairs += [("loaded, like for like", r) for r in rows if r["row"].startswith("fewshot: DataLoader")]
+        pairs += [("loaded, like for like", r) for r in rows
+                  if r["row"].startswith(("fewshot: DataLoader", "fewshot: `L2LTasks"))]
         for kind, ours in pairs:
             anchor = best(rows, kind.split(",")[0], False)
             if anchor is None:

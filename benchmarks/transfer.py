@@ -12,9 +12,10 @@ import torch
 
 from benchmarks.context import RunContext
 from benchmarks.embeddings import Embedding, get_embedding, in_report_order, train_embeddings
-from benchmarks.methods import BenchmarkMethod
+from benchmarks.methods import BenchmarkMethod, get_method
+from benchmarks.text import fusion_scores, subset_row, text_parts, without_class_word
 from fewshot.config import to_dict
-from fewshot.data.protocols import TransferProtocol
+from fewshot.data.protocols import TRANSFER_GROUPS, TransferProtocol
 from fewshot.evaluation import TopKResult, per_class_topk
 
 PARTS = ("head_train", "head_test", "tail_train", "tail_test")
@@ -26,11 +27,16 @@ def run_transfer(ctx: RunContext, protocol: TransferProtocol) -> dict:
     order (embeddings' training order, then the registry's)."""
     methods = ctx.methods("transfer")
     trained = train_embeddings(ctx, "transfer", protocol, [e for m in methods for e in m.groups().values()])
-    results: dict = {"head": {}, "tail": {}, "all": {}, "shots": {}, "shots_kind": {}, "choices": {}}
+    results: dict = {"head": {}, "tail": {}, "all": {}, "shots": {}, "shots_kind": {}, "choices": {}, "subsets": {}}
     for method in in_report_order(methods, "transfer"):
         if method.scorer is not None:
-            for group, result in method.scorer(ctx, protocol, trained).items():
-                results[group][method.name] = result
+            scored = method.scorer(ctx, protocol, trained)
+            for group in TRANSFER_GROUPS:
+                if group in scored:
+                    results[group][method.name] = scored[group]
+            for key in ("choices", "subsets"):
+                if scored.get(key):
+                    results[key][method.name] = scored[key]
             continue
         embeddings = {group: get_embedding(name) for group, name in method.groups().items()}
         upstream = [ctx.phases.keys[e.phase] for e in dict.fromkeys(embeddings.values())]
@@ -41,6 +47,8 @@ def run_transfer(ctx: RunContext, protocol: TransferProtocol) -> dict:
             results[group][method.name] = scored[group]
         if any(scored["choices"].values()):
             results["choices"][method.name] = scored["choices"]
+        if scored.get("subsets"):
+            results["subsets"][method.name] = scored["subsets"]
         if "shots" in scored:
             results["shots"][method.name] = scored["shots"]
             results["shots_kind"][method.name] = ("prototype subsampling" if embeddings["tail"].sees_tail
@@ -69,23 +77,54 @@ def embed_parts(ctx: RunContext, protocol: TransferProtocol, checkpoint: str, ba
     return feats
 
 
+def parts_of(ctx: RunContext, protocol: TransferProtocol, emb: Embedding) -> dict[str, torch.Tensor]:
+    """{part: features} of an embedding: a backbone's image features, or product-name features."""
+    if emb.kind == "text":
+        return text_parts(ctx, protocol)
+    return embed_parts(ctx, protocol, emb.weights(ctx.out), emb.backbone(ctx.cfg))
+
+
+def run_fusion(ctx: RunContext, protocol: TransferProtocol) -> dict:
+    """The fusion methods' one phase (both rules from the same fitted branches): see
+    :func:`benchmarks.text.fusion_scores`. The image side is ``fusion.image_method`` on its embedding of
+    each of its groups."""
+    cfg = ctx.cfg
+    image_method = get_method(cfg.fusion.image_method)
+    embeddings = {group: get_embedding(name) for group, name in image_method.groups().items()}
+    train_embeddings(ctx, "transfer", protocol, [*image_method.groups().values(), "text"])
+    upstream = [ctx.phases.keys[e.phase] for e in dict.fromkeys([*embeddings.values(), get_embedding("text")])]
+    inputs = {**_eval_inputs(ctx, image_method), "method": "fusion", "image_method": image_method.name,
+              **{name: to_dict(getattr(cfg, name)) for name in ("longtail", "text", "fusion")}}
+
+    def compute() -> dict:
+        feats_of = {e.name: parts_of(ctx, protocol, e) for e in dict.fromkeys(embeddings.values())}
+        image_parts = {group: feats_of[e.name] for group, e in embeddings.items()}
+        return fusion_scores(ctx, protocol, image_parts, text_parts(ctx, protocol), image_method.head)
+
+    return ctx.phases.run("eval_fusion", ctx.phase_key("eval_fusion", inputs, upstream), compute)
+
+
 def evaluate_features(ctx: RunContext, method: BenchmarkMethod, protocol: TransferProtocol,
                       embeddings: dict[str, Embedding]) -> dict:
     """For each group, embed its images with that group's embedding, fit the method on every train image
     of the group and take per-class top-k on its test images; then the K-shot study on the tail.
     Returns {group: TopKResult, "choices": {group: dict}, "shots": ... (when ``method.kshot``)}."""
-    out: dict = {"choices": {}}
+    out: dict = {"choices": {}, "subsets": {}}
     feats_of: dict[str, dict[str, torch.Tensor]] = {}
     for group, emb in embeddings.items():
         if emb.name not in feats_of:
-            feats_of[emb.name] = embed_parts(ctx, protocol, emb.weights(ctx.out), emb.backbone(ctx.cfg))
+            feats_of[emb.name] = parts_of(ctx, protocol, emb)
         feats = feats_of[emb.name]
         base_mean = feats["head_train"].mean(0)  # the base (head) classes' mean feature, for CL2N
         y_train = torch.from_numpy(protocol.targets(getattr(protocol, f"{group}_train"), group))
         y_test = torch.from_numpy(protocol.targets(getattr(protocol, f"{group}_test"), group))
         clf = method.head(ctx.cfg, base_mean).fit(feats[f"{group}_train"], y_train)
-        out[group] = per_class_topk(clf.scores(feats[f"{group}_test"]), y_test, class_names=protocol.classes(group))
+        scores = clf.scores(feats[f"{group}_test"])
+        out[group] = per_class_topk(scores, y_test, class_names=protocol.classes(group))
         out["choices"][group] = dict(getattr(clf, "chosen", {}) or {})
+        if ctx.names:  # every method on the test images whose names lack their class word (text's hard part)
+            mask = without_class_word(ctx, protocol, group)
+            out["subsets"][group] = subset_row(scores, y_test, mask, protocol.classes(group))
     if method.kshot and "tail" in embeddings:
         tail = feats_of[embeddings["tail"].name]
         out["shots"] = kshot_study(ctx, method, protocol, tail, tail["head_train"].mean(0), out["tail"])

@@ -85,6 +85,26 @@ def test_smoke_summary_json_has_the_documented_structure(smoke_run):
         assert row["2w5s"]["mean"] > 0.5  # above 2-way chance even after the tiny smoke training
     assert set(summary["shots"]) == KSHOT
     assert set(summary["shots"]["protonet"]) == {"1", "5", "all"}
+    assert {"maml", "anil"} <= EPISODIC
+
+
+def test_smoke_summary_reports_text_and_fusion_on_names_without_their_class_word(smoke_run):
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    for group in ("head", "tail", "all"):
+        assert {"text", "fusion_gate", "fusion_product"} <= set(summary["transfer"][group])
+        sub = summary["name_subsets"][group]
+        # the synthetic names: ~70% end with their class word, the rest a line word or nothing
+        assert 0.5 < sub["share_with_class_word"] < 0.9
+        assert sub["n_without_class_word"] == round(sub["n_test"] * (1 - sub["share_with_class_word"]))
+        assert {"text", "fusion_gate", "fusion_product", "centroid_stage2"} <= set(sub["methods"])
+        for row in sub["methods"].values():
+            assert row["n"] == sub["n_without_class_word"] and 0 <= row["macro_top1"] <= row["macro_top5"] <= 1
+        chosen = summary["choices"]["fusion_product"][group]
+        assert chosen["image_temperature"] > 0 and chosen["text_temperature"] > 0 and 0 <= chosen["threshold"] <= 1
+        # temperature scaling never raises the validation NLL it was fitted on
+        assert chosen["val_nll"]["text_scaled"] <= chosen["val_nll"]["text"]
+    md = (smoke_run / "summary.md").read_text()
+    assert "## Test images whose product name does not contain their class name" in md
 
 
 def test_smoke_per_class_csv_has_every_class_and_method_column(smoke_run):
@@ -215,6 +235,8 @@ def test_resume_with_an_evaluation_override_recomputes_the_evaluations_only(smok
     ("device=tpu", "device='tpu' is not one of auto, cpu, cuda, cuda:N"),
     ("methods=[\"protonett\"]", "unknown method(s) ['protonett']; known: two_stage"),
     ("backbone=resnet19", "backbone='resnet19' is unknown"),
+    ("fusion.image_method=two_stage", "fusion.image_method='two_stage' must be an image-only feature-based"),
+    ("text.encoder=bert", "text.encoder"),
 ])
 def test_config_mistakes_get_one_line_and_exit_2_before_any_work(override, message, tmp_path, capsys):
     out = tmp_path / "run"
@@ -320,7 +342,8 @@ def test_a_changed_upstream_setting_recomputes_exactly_what_depends_on_it(smoke_
     # it (centroid_stage2; the long-tail heads' tail group), not stage2_joint: that starts from stage 1
     on_stage2 = {f"eval_{m}" for m in METHODS if get_method(m).head and "stage2" in get_method(m).groups().values()}
     assert on_stage2 == {"eval_centroid_stage2", "eval_crt", "eval_tau_norm", "eval_logit_adjust"}
-    assert _computed(out) == {"stage2", *on_stage2}
+    # and the fusion methods' one phase: smoke.toml fuses centroid_stage2's image side with the text
+    assert _computed(out) == {"stage2", *on_stage2, "eval_fusion"}
     before, after = (pd.read_csv(d / "per_class.csv") for d in (smoke_run, out))
     for method in ("centroid_stage1", "protonet", "protonet_all", "baseline_centroid"):
         assert before[f"{method}/top1"].equals(after[f"{method}/top1"]), method

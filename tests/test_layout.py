@@ -8,7 +8,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fewshot"
 # Lower layers first: a folder may import only from folders before it (and from itself).
-LAYERS = ("utils", "data", "sampling", "models", "methods", "images", "evaluation", "training")
+LAYERS = ("utils", "data", "text", "sampling", "models", "methods", "images", "evaluation", "training")
 
 
 def _imported_folders(path: Path) -> set[str]:

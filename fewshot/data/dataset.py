@@ -37,6 +37,8 @@ class FashionProducts(Dataset):
         styles: one row per usable product (columns of :data:`fewshot.data.styles.COLUMNS`), index 0..N-1.
         classes: sorted article types present in ``styles``; ``labels[i]`` indexes into it.
         labels: int64 [N]; ``targets`` is the same list, as torchvision's ``ImageFolder`` has it.
+        names: the ``productDisplayName`` of every product (list of N str), "" where it is empty or missing:
+            the text branch's input, read without decoding an image.
         missing: rows of styles.csv whose image file does not exist (reported, excluded).
         corrupt: products whose JPEG could not be decoded, id -> reason (known once the cache is built;
             empty before: see :meth:`recorded_corrupt` for what an earlier build found).
@@ -95,6 +97,7 @@ class FashionProducts(Dataset):
         codes = pd.Categorical(styles["articleType"], categories=self.classes).codes
         self.labels = codes.astype(np.int64)
         self.targets = self.labels.tolist()
+        self.names = styles["productDisplayName"].fillna("").astype(str).tolist()
 
     @property
     def class_to_idx(self) -> dict[str, int]:

@@ -9,7 +9,7 @@ import numpy as np
 from fewshot.utils.errors import UserError
 
 # Stream tags keep the metadata, per-class style, per-image and class-choice generators independent.
-META, STYLE, ITEM, CLASSES = 0, 1, 2, 3
+META, STYLE, ITEM, CLASSES, NAMES = 0, 1, 2, 3, 4
 
 # masterCategory/subCategory/genders/usage: articleTypes. Genders: M(en) W(omen) U(nisex) B(oys) G(irls),
 # the first one the most common, as in the real file.
@@ -156,3 +156,12 @@ def display_name(brand: str, gender: str, colours: list[str], article: str, n_co
     first, second, third = colours
     colour = {0: first, 1: f"{first}, {second} and {third}", 2: f"{first}, {second}, {third}"}[n_commas]
     return " ".join(part for part in (brand, gender, colour, style, article) if part)
+
+
+def line_word(label: int) -> str:
+    """A made-up product-line word of class ``label`` ("Zorvo"), standing where real titles name a line
+    ("Puma Men Ferrari Scuderia") instead of the article type: informative, but not the class word."""
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    a, b = divmod(label, len(vowels))
+    c, d = divmod(a, len(consonants))
+    return f"{consonants[d].upper()}{vowels[b]}r{consonants[c % len(consonants)]}o"

@@ -1,7 +1,9 @@
 """The row plan: everything in ``styles.csv`` but the pixels. Years 2008-2019, even years the transfer
 protocol's train split and odd years its test split; the rarest classes alternate test-only / train-only.
 Traps copied from the real file: unquoted commas in ``productDisplayName``, rows without a JPEG, an empty
-``year``, a few empty ``season``."""
+``year``, a few empty ``season``. Names, for the text branch: most end with the article type, about a
+quarter with a class's product-line word instead (:func:`line_word`), and ~5% are empty (never a
+comma-trap row); drawn from their own ``(seed, NAMES)`` generator, so the other columns do not move."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,11 +15,13 @@ from fewshot.data.synth.catalog import (
     COLOURS,
     GENDERS,
     META,
+    NAMES,
     STYLE_WORDS,
     USAGES,
     choose_classes,
     class_sizes,
     display_name,
+    line_word,
     taxonomy,
 )
 
@@ -108,6 +112,9 @@ def make_plan(n_classes: int, n_images: int, seed: int, traps: bool) -> Plan:
     commas = {i: 1 for i in trap_rows.get("comma1", [])} | {i: 2 for i in trap_rows.get("comma2", [])}
 
     tax = taxonomy()
+    name_rng = np.random.default_rng([seed, NAMES])
+    name_kind = name_rng.choice(3, size=n_images, p=[0.70, 0.25, 0.05])  # class word, line word, empty
+    name_kind[list(commas)] = 0
     lines, base_colours = [], []
     for i in range(n_images):
         article = classes[label[i]]
@@ -121,7 +128,8 @@ def make_plan(n_classes: int, n_images: int, seed: int, traps: bool) -> Plan:
             usage = USAGES[int(rng.integers(len(USAGES)))]
         brand = BRANDS[master][int(rng.integers(len(BRANDS[master])))]
         style_word = STYLE_WORDS[int(rng.integers(len(STYLE_WORDS)))] if rng.uniform() < 0.4 else ""
-        name = display_name(brand, gender, colours, article, commas.get(i, 0), style_word)
+        named = {0: article, 1: line_word(int(label[i]))}.get(int(name_kind[i]))
+        name = "" if named is None else display_name(brand, gender, colours, named, commas.get(i, 0), style_word)
         base_colours.append(colours[0])
         lines.append(
             f"{ids[i]},{gender},{master},{sub},{article},{colours[0]},{seasons[i]},{years[i]},{usage},{name}")

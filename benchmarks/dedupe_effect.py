@@ -20,7 +20,7 @@ from pathlib import Path
 from benchmarks.config import BenchmarkConfig
 from benchmarks.context import RunContext
 from benchmarks.embeddings import EpisodicSplit, get_embedding
-from benchmarks.episodic import evaluate_method
+from benchmarks.episodic import evaluate_method, scoring_inputs
 from benchmarks.methods import get_method
 from fewshot.cli import data_dir
 from fewshot.config import load_config
@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> dict:
             emb = get_embedding(method.episodic)
             if not emb.frozen and not (args.run / emb.checkpoint).is_file():
                 raise UserError(f"{args.run} has no {emb.checkpoint}: run {method.name} there first")
-            settings, _ = evaluate_method(ctx, method, emb.weights(args.run), emb.backbone(cfg), split)
+            settings, _ = evaluate_method(ctx, method, *scoring_inputs(emb, args.run, cfg), split)
             results["methods"].setdefault(method.name, {})[key] = settings
     results["seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,14 @@ the generic one, which fits and scores it episode by episode.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from benchmarks.config import BenchmarkConfig
 from benchmarks.context import RunContext
-from benchmarks.embeddings import EpisodicSplit, get_embedding, in_report_order, train_embeddings
+from benchmarks.embeddings import Embedding, EpisodicSplit, get_embedding, in_report_order, train_embeddings
 from benchmarks.methods import BenchmarkMethod
 from fewshot.config import to_dict
 from fewshot.data.protocols import EpisodicProtocol
@@ -38,13 +41,18 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
                   "val_classes": ctx.cfg.val_classes, "dedupe": ctx.cfg.data.dedupe}
         name = f"eval_episodic_{method.name}"
         key = ctx.phase_key(name, inputs, [ctx.phases.keys[emb.phase]])
-        # a meta-learner reads frozen ImageNet features and brings its own (meta-trained) head
-        source = get_embedding("imagenet") if emb.kind == "meta" else emb
-        head = {"checkpoint": ctx.out / emb.checkpoint} if emb.kind == "meta" else {}
         out["episodic"][method.name], out["class_accuracy"][method.name] = ctx.phases.run(
-            name, key, lambda: evaluate_method(ctx, method, source.weights(ctx.out), source.backbone(ctx.cfg), split,
-                                               head))
+            name, key, lambda: evaluate_method(ctx, method, *scoring_inputs(emb, ctx.out, ctx.cfg), split))
     return out
+
+
+def scoring_inputs(emb: Embedding, out: Path, cfg: BenchmarkConfig) -> tuple[str, str, dict]:
+    """(weights, backbone, head keyword arguments) that score embedding ``emb`` of the run in ``out``: a
+    meta-learner reads frozen ImageNet features and brings its own meta-trained head (its checkpoint)."""
+    if emb.kind == "meta":
+        source = get_embedding("imagenet")
+        return source.weights(out), source.backbone(cfg), {"checkpoint": out / emb.checkpoint}
+    return emb.weights(out), emb.backbone(cfg), {}
 
 
 def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str, backbone: str,

@@ -102,7 +102,7 @@ def test_uint8_images_go_through_preprocess():
         (lambda: NearestCentroid(normalize="cl2n"), "needs base_mean"),
         (lambda: NearestCentroid(normalize="zscore"), "unknown normalisation 'zscore'; known: none, l2n, cl2n"),
         (lambda: NearestCentroid(distance="manhattan"), "unknown distance 'manhattan'; known: euclidean, cosine"),
-        (lambda: create_method("maml"), "unknown method 'maml'; known: centroid, crt, logit_adjust, protonet, tau_norm"),
+        (lambda: create_method("reptile"), "unknown method 'reptile'; known: anil, centroid, crt, logit_adjust, maml, protonet, tau_norm"),
         (lambda: NearestCentroid().scores(torch.zeros(2, 3)), "call fit"),
         (lambda: NearestCentroid().fit(torch.zeros(3, 2), torch.tensor([0, 2, 2])), r"classes \[1\] have no support"),
         (lambda: NearestCentroid().fit(torch.zeros(2, 3, 4, 4), torch.tensor([0, 1])), "has no backbone"),

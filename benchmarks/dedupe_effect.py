@@ -66,7 +66,8 @@ def main(args: argparse.Namespace) -> dict:
             emb = get_embedding(method.episodic)
             if not emb.frozen and not (args.run / emb.checkpoint).is_file():
                 raise UserError(f"{args.run} has no {emb.checkpoint}: run {method.name} there first")
-            settings, _ = evaluate_method(ctx, method, *scoring_inputs(emb, args.run, cfg), split)
+            weights, backbone, head = scoring_inputs(emb, args.run, cfg)
+            settings, _ = evaluate_method(ctx, method, weights, backbone, split, head)
             results["methods"].setdefault(method.name, {})[key] = settings
     results["seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,9 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
                   "val_classes": ctx.cfg.val_classes, "dedupe": ctx.cfg.data.dedupe}
         name = f"eval_episodic_{method.name}"
         key = ctx.phase_key(name, inputs, [ctx.phases.keys[emb.phase]])
+        weights, backbone, head = scoring_inputs(emb, ctx.out, ctx.cfg)
         out["episodic"][method.name], out["class_accuracy"][method.name] = ctx.phases.run(
-            name, key, lambda: evaluate_method(ctx, method, *scoring_inputs(emb, ctx.out, ctx.cfg), split))
+            name, key, lambda: evaluate_method(ctx, method, weights, backbone, split, head))
     return out
 
 

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from benchmarks.config import BenchmarkConfig
     from benchmarks.context import RunContext
 
-PARTS = ("head_train", "head_test", "tail_train", "tail_test")
 FUSION_RULES = {"fusion_gate": "gate", "fusion_product": "product"}
 
 
@@ -44,13 +43,13 @@ def text_classifier(cfg: BenchmarkConfig) -> FewShotClassifier:
     return TextHead(head)
 
 
-def text_parts(ctx: RunContext, protocol: TransferProtocol) -> dict[str, torch.Tensor]:
-    """{part: text features [n, d]} of PARTS and the joint group's all_train / all_test."""
+def text_parts(ctx: RunContext, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """{part: text features [n, d]} of the dataset rows of each part; the encoder is fitted on the names of
+    the "head_train" and "tail_train" rows."""
     names = np.asarray(ctx.names, dtype=object)
     if len(names) != len(ctx.labels):
         raise ValueError(f"the run context has {len(names)} names for {len(ctx.labels)} images")
     settings = {"encoder": ctx.cfg.text.encoder, "max_features": ctx.cfg.text.max_features}
-    rows = {p: getattr(protocol, p) for p in PARTS}
     digest = hashlib.sha256(json.dumps({**settings, "names": [names[r].tolist() for r in rows.values()]},
                                        sort_keys=True).encode()).hexdigest()[:24]
     path = default_cache_root() / "text" / f"{digest}.pt"
@@ -64,8 +63,6 @@ def text_parts(ctx: RunContext, protocol: TransferProtocol) -> dict[str, torch.T
         feats = {p: encoder.transform(names[r].tolist()) for p, r in rows.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(feats, path)
-    for split in ("train", "test"):
-        feats[f"all_{split}"] = torch.cat([feats[f"head_{split}"], feats[f"tail_{split}"]])
     return feats
 
 

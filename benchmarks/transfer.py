@@ -65,23 +65,25 @@ def _eval_inputs(ctx: RunContext, method: BenchmarkMethod) -> dict:
 
 
 def embed_parts(ctx: RunContext, protocol: TransferProtocol, checkpoint: str, backbone: str) -> dict[str, torch.Tensor]:
-    """{part: features [n, D]} of the head and tail train and test images; the joint group's parts are
-    their concatenations (head then tail, as ``protocol.all_train`` / ``all_test``). One feature-cache
+    """{part: features [n, D]} of the head and tail train and test images (PARTS). One feature-cache
     entry per embedding, whatever the methods and groups that read it."""
     rows = np.concatenate([getattr(protocol, p) for p in PARTS])
     bounds = np.cumsum([0] + [len(getattr(protocol, p)) for p in PARTS])
     embedded = ctx.features(checkpoint, rows, backbone)
-    feats = {p: embedded[bounds[i]:bounds[i + 1]] for i, p in enumerate(PARTS)}
-    for split in ("train", "test"):
-        feats[f"all_{split}"] = torch.cat([feats[f"head_{split}"], feats[f"tail_{split}"]])
-    return feats
+    return {p: embedded[bounds[i]:bounds[i + 1]] for i, p in enumerate(PARTS)}
 
 
 def parts_of(ctx: RunContext, protocol: TransferProtocol, emb: Embedding) -> dict[str, torch.Tensor]:
-    """{part: features} of an embedding: a backbone's image features, or product-name features."""
+    """{part: features} of an embedding (a backbone's image features, or product-name features) for
+    PARTS, plus the joint group's all_train / all_test: their concatenations, head then tail, as
+    ``protocol.all_train`` / ``all_test``."""
     if emb.kind == "text":
-        return text_parts(ctx, protocol)
-    return embed_parts(ctx, protocol, emb.weights(ctx.out), emb.backbone(ctx.cfg))
+        feats = text_parts(ctx, {p: getattr(protocol, p) for p in PARTS})
+    else:
+        feats = embed_parts(ctx, protocol, emb.weights(ctx.out), emb.backbone(ctx.cfg))
+    for split in ("train", "test"):
+        feats[f"all_{split}"] = torch.cat([feats[f"head_{split}"], feats[f"tail_{split}"]])
+    return feats
 
 
 def run_fusion(ctx: RunContext, protocol: TransferProtocol) -> dict:
@@ -99,7 +101,8 @@ def run_fusion(ctx: RunContext, protocol: TransferProtocol) -> dict:
     def compute() -> dict:
         feats_of = {e.name: parts_of(ctx, protocol, e) for e in dict.fromkeys(embeddings.values())}
         image_parts = {group: feats_of[e.name] for group, e in embeddings.items()}
-        return fusion_scores(ctx, protocol, image_parts, text_parts(ctx, protocol), image_method.head)
+        return fusion_scores(ctx, protocol, image_parts, parts_of(ctx, protocol, get_embedding("text")),
+                             image_method.head)
 
     return ctx.phases.run("eval_fusion", ctx.phase_key("eval_fusion", inputs, upstream), compute)
 

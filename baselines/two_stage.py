@@ -28,6 +28,7 @@ from fewshot.models.classifier import Classifier
 from fewshot.training.checkpoint import check_resumable, load_training_state
 from fewshot.training.loop import TrainConfig, fit
 from fewshot.training.supervised import SupervisedObjective
+from fewshot.utils import distributed
 from fewshot.utils.io import atomic_torch_save
 
 
@@ -84,7 +85,9 @@ def run_stage(
               if len(test_idx) else torch.zeros(0, len(classes)))
     out = StageOutput(scores, torch.from_numpy(protocol.targets(test_idx, group)), np.asarray(test_idx),
                       tuple(classes), out_dir / "best.pt", result.history, time.perf_counter() - start)
-    atomic_torch_save({**out.__dict__, "checkpoint": str(out.checkpoint)}, done)
+    if distributed.is_main():  # under torchrun every rank scored the test images (sharded); rank 0 writes
+        atomic_torch_save({**out.__dict__, "checkpoint": str(out.checkpoint)}, done)
+    distributed.barrier()
     return out
 
 

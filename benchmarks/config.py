@@ -28,10 +28,29 @@ from fewshot.training.meta import MetaConfig
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
+_SPLIT_KEYS = ("split", "split_key", "train_values", "test_values", "test_fraction", "class_split",
+               "background_classes", "evaluation_classes", "background_fraction")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """``source``: "path" reads ``--data`` / ``$FEWSHOT_DATA``; "synthetic" writes a synthetic dataset
-    (``synth_classes``, ``synth_images``) into the run folder first."""
+    """``source``: "path" reads ``--data`` / ``$FEWSHOT_DATA`` (a Kaggle folder, an image folder or a CSV
+    manifest); "synthetic" writes a synthetic dataset (``synth_classes``, ``synth_images``) into the run folder
+    first, unless ``--data`` is given on the command line.
+
+    The transfer protocol's train/test split (:class:`fewshot.data.rules.SplitRule`), ``split``: "auto" takes
+    the layout's own (Kaggle: even years train, odd years test; a manifest's ``split`` column; an image folder's
+    ``train/`` and ``test/``), else a seeded stratified split with ``test_fraction``; "column" splits on the
+    column ``split_key`` (``train_values`` -> train, ``test_values`` -> test; "even"/"odd" match integers by
+    parity; an empty list takes every other value); "stratified" draws the seeded stratified split always.
+
+    The episodic protocol's classes (:class:`fewshot.data.rules.ClassSplit`), ``class_split``: "auto" reads
+    the class-list files ``background_classes`` / ``evaluation_classes`` when given (one of them: the other
+    is every other class), else the layout's own lists (Kaggle: the shipped ones), else a seeded split of the
+    classes with at least ``min_images`` images, ``background_fraction`` of them to background; "lists"
+    requires files (or the Kaggle layout); "fraction" draws the seeded split always. Seeded splits use the
+    run's ``seed``; what was used is written to run.json and, per image, to split.csv.
+    """
 
     source: Literal["path", "synthetic"] = "path"
     image_size: tuple[int, int] = (80, 60)
@@ -44,6 +63,15 @@ class DataConfig:
     # Pixel-identical copies: the episodic protocol keeps one image per group, the transfer protocol drops
     # test images whose copy is in train (both counted in summary.json's "duplicates").
     dedupe: bool = True
+    split: Literal["auto", "column", "stratified"] = "auto"
+    split_key: str = "split"
+    train_values: tuple[str, ...] = ("train",)
+    test_values: tuple[str, ...] = ("test",)
+    test_fraction: float = 0.25
+    class_split: Literal["auto", "lists", "fraction"] = "auto"
+    background_classes: str = ""  # a text file, one class name per line
+    evaluation_classes: str = ""
+    background_fraction: float = 0.6
 
     def __post_init__(self) -> None:
         if len(self.image_size) != 2 or min(self.image_size) < 8:
@@ -51,6 +79,25 @@ class DataConfig:
         for name in ("synth_classes", "synth_images", "n_head", "min_train", "min_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name}={getattr(self, name)} must be >= 1")
+        for name in ("test_fraction", "background_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"data.{name}={getattr(self, name)} must lie in (0, 1)")
+        if self.split == "column" and not (self.split_key and (self.train_values or self.test_values)):
+            raise ValueError("data.split = \"column\" needs data.split_key and data.train_values or data.test_values")
+
+    def split_inputs(self) -> dict:
+        """The split settings that differ from their defaults (none for the Kaggle protocol as published): what
+        the training phases' keys add, so that ``--resume`` refuses to change the split under a finished phase."""
+        defaults = DataConfig()
+        return {k: getattr(self, k) for k in _SPLIT_KEYS if getattr(self, k) != getattr(defaults, k)}
+
+    def protocol_settings(self, seed: int) -> dict:
+        """The keyword arguments of :func:`fewshot.data.protocols.split_rule_for` and ``class_split_for``."""
+        return {"split": self.split, "split_key": self.split_key, "train_values": self.train_values,
+                "test_values": self.test_values, "test_fraction": self.test_fraction,
+                "class_split": self.class_split, "background_classes": self.background_classes,
+                "evaluation_classes": self.evaluation_classes, "background_fraction": self.background_fraction,
+                "seed": seed}
 
 
 @dataclass(frozen=True)

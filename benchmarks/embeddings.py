@@ -198,12 +198,12 @@ def _train(cfg: BenchmarkConfig, which: str) -> dict:
 
 
 def _transfer_data(cfg: BenchmarkConfig) -> dict:
-    return {"n_head": cfg.data.n_head, "min_train": cfg.data.min_train}
+    return {"n_head": cfg.data.n_head, "min_train": cfg.data.min_train, **cfg.data.split_inputs()}
 
 
 def _episodic_data(cfg: BenchmarkConfig) -> dict:
     return {"min_images": cfg.data.min_images, "val_classes": cfg.val_classes,
-            "val_way": cfg.protonet.episodes.val_way, "dedupe": cfg.data.dedupe}
+            "val_way": cfg.protonet.episodes.val_way, "dedupe": cfg.data.dedupe, **cfg.data.split_inputs()}
 
 
 def _protonet(cfg: BenchmarkConfig) -> dict:

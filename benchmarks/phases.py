@@ -14,6 +14,10 @@ dataset's pixel hash, the keys of the phases it consumes, :data:`PHASES_VERSION`
 
 Killing a run loses at most the phase in progress; training phases keep their own per-epoch
 checkpoints, so ``--resume`` continues from the last finished epoch.
+
+Under torchrun every rank runs every phase (training needs them all; a phase on cached features is
+deterministic and cheap), rank 0 alone decides whether a phase is reused, imports it and writes its file,
+and the others follow its decision and read what it wrote.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
+from fewshot.utils import distributed
 from fewshot.utils.io import atomic_torch_save
 
 T = TypeVar("T")
@@ -72,9 +77,28 @@ class PhaseStore:
         self.keys[name] = key
         if self._done.get(name, (None,))[0] == key:  # computed by this attempt already (a phase several methods share)
             return self._done[name][1]
+        found = self._find(name, key, artifacts) if distributed.is_main() else None
+        how = distributed.broadcast_object(None if found is None else found[0])  # rank 0 decides for all
+        if how is not None:
+            saved = found[1] if found is not None else self._load(self.folder / f"{name}.pt")
+            return self._remember(name, key, self._reuse(name, saved, how))
+        self.log(f"[{name}] running")
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+        if distributed.is_main():
+            atomic_torch_save({"result": result, "seconds": seconds, "key": key}, self.folder / f"{name}.pt")
+        distributed.barrier()  # the phase's files are there for every rank
+        self.seconds[name] = seconds
+        self.log(f"[{name}] done in {seconds:.0f} s")
+        return self._remember(name, key, result)
+
+    def _find(self, name: str, key: str, artifacts: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+        """(how, saved phase) of a finished phase with this key, in this run folder or imported into it
+        from a source folder (with its artifacts); None when it must be computed."""
         own = self._load(self.folder / f"{name}.pt")
         if own is not None and (own.get("key") == key or (own.get("key") is None and self.trust_unkeyed)):
-            return self._remember(name, key, self._reuse(name, own, "finished earlier"))
+            return "finished earlier", own
         if own is not None:
             self.log(f"[{name}] its inputs changed since it ran: recomputing")
         for source in self.sources:
@@ -82,15 +106,8 @@ class PhaseStore:
             if saved is not None and saved.get("key") == key and self._import_artifacts(source, artifacts):
                 atomic_torch_save({**saved, "imported_from": str(source)}, self.folder / f"{name}.pt")
                 self.imported[name] = str(source)
-                return self._remember(name, key, self._reuse(name, saved, f"imported from {source}"))
-        self.log(f"[{name}] running")
-        start = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - start
-        atomic_torch_save({"result": result, "seconds": seconds, "key": key}, self.folder / f"{name}.pt")
-        self.seconds[name] = seconds
-        self.log(f"[{name}] done in {seconds:.0f} s")
-        return self._remember(name, key, result)
+                return f"imported from {source}", saved
+        return None
 
     def _remember(self, name: str, key: str, result: T) -> T:
         self._done[name] = (key, result)

@@ -126,7 +126,7 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
               + (f" Config overrides: `{overrides}`." if overrides else "")
               + (f" Changed on resume: {'; '.join(run['changed_on_resume'])}." if run.get("changed_on_resume") else ""),
               "",
-              "All figures in %. Transfer protocol: train = even years, test = odd years; head = the 20 most "
+              f"All figures in %. Transfer protocol: {_split_words(run)}; head = the {_n_head(per_class)} most "
               "frequent classes in train, tail = the other classes with train images; all = head + tail, scored "
               "by one classifier over every class. Macro = mean over classes with test images; micro = over "
               "test images.", ""]
@@ -141,6 +141,16 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
         how = "from " + run["imported_phases"][name] if name in run.get("imported_phases", {}) else "yes"
         lines.append(f"| {name} | {seconds:.0f} | {how if name in run['reused_phases'] else ''} |")
     return "\n".join(lines) + "\n"
+
+
+def _split_words(run: dict) -> str:
+    """The transfer split as run.json records it (the Kaggle layout's, for runs recorded before it did)."""
+    return run.get("dataset", {}).get("transfer_split", {}).get("rule", "train = even years, test = odd years")
+
+
+def _n_head(per_class: pd.DataFrame) -> int:
+    n = int((per_class["group"] == "head").sum()) if "group" in per_class.columns else 0
+    return n or 20
 
 
 def _duplicates_line(dup: dict | None) -> list[str]:

@@ -9,11 +9,23 @@ output folder (default ``runs/<config>-<timestamp>/``). Kill it at any point: ``
 from the last finished epoch or phase; overrides given with it may change what is still to compute
 (evaluation settings, methods), never a finished training phase. A crash is recorded in run.json
 (``"status": "failed"`` with the error).
+
+Several processes (GPUs, machines): the same command under torchrun, e.g.
+
+    torchrun --nproc_per_node=4 -m benchmarks.run --config gpu --out runs/gpu4
+    torchrun --nproc_per_node=4 -m benchmarks.run --resume runs/gpu4
+
+Every rank runs every phase (training with DistributedDataParallel, feature extraction and episodic
+evaluation sharded); rank 0 alone writes the run folder and logs (see README, "Multiple GPUs / machines").
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import hashlib
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -32,10 +44,18 @@ from benchmarks.text import subset_summary
 from benchmarks.transfer import run_transfer
 from fewshot.cli import data_dir
 from fewshot.config import apply_overrides, load_config, to_dict, to_toml
-from fewshot.data.dataset import FashionProducts
+from fewshot.data.catalog import Catalog, open_dataset
 from fewshot.data.duplicates import dataset_groups, describe_duplicates
-from fewshot.data.protocols import EpisodicProtocol, TransferProtocol
+from fewshot.data.protocols import (
+    EpisodicProtocol,
+    TransferProtocol,
+    class_split_for,
+    protocol_digest,
+    row_roles,
+    split_rule_for,
+)
 from fewshot.data.synth import write_synthetic
+from fewshot.utils import distributed
 from fewshot.utils.device import resolve_device
 from fewshot.utils.errors import UserError, run_cli
 from fewshot.utils.io import atomic_write_json, atomic_write_text
@@ -52,7 +72,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=f"a TOML file, or the name of a shipped config in benchmarks/configs/ "
                                     f"({', '.join(sorted(c.stem for c in CONFIGS.glob('*.toml')))}); "
                                     f"default: {DEFAULT_CONFIG}")
-    p.add_argument("--data", help="dataset folder (default: $FEWSHOT_DATA); ignored by synthetic configs")
+    p.add_argument("--data", help="the dataset: a Kaggle folder (styles.csv + images/), an image folder (one "
+                                  "subfolder per class, or train/ and test/ holding them) or a CSV manifest "
+                                  "(columns path,label; optional split, text, others); default: $FEWSHOT_DATA. "
+                                  "Given here, it also replaces a synthetic config's generated data")
     p.add_argument("--out", type=Path, help="output folder (default: runs/<config>-<timestamp>); a folder left "
                                             "by a failed start (no finished phase) is reused")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config's device)")
@@ -132,25 +155,91 @@ def _prepare_resume(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, di
     return cfg, out, {**previous, "changed_on_resume": diffs}
 
 
-def _dataset(cfg: BenchmarkConfig, out: Path, args: argparse.Namespace, previous: dict) -> FashionProducts:
-    if cfg.data.source == "synthetic":
+def _dataset(cfg: BenchmarkConfig, out: Path, args: argparse.Namespace, previous: dict) -> Catalog:
+    """The run's images: a synthetic config writes its data into the run folder, unless ``--data`` is given on
+    the command line (or the run being resumed was started with it); else ``--data`` / $FEWSHOT_DATA, in any
+    layout (:func:`fewshot.data.catalog.open_dataset`)."""
+    recorded = previous.get("dataset", {})
+    # A resumed run keeps its data: the synthetic data in its folder, or what --data named when it started.
+    given = args.data or (recorded.get("root") if recorded.get("in_run_folder") is False else None)
+    if cfg.data.source == "synthetic" and not given:
         root = out / "data"
         marker = root / "SYNTHETIC"
         if not (marker.exists() and json.loads(marker.read_text()).get("complete")):
             write_synthetic(root, n_classes=cfg.data.synth_classes, n_images=cfg.data.synth_images, seed=cfg.seed,
                             progress=not args.no_progress)
     else:
-        root = data_dir(args.data or previous.get("dataset", {}).get("root"))
+        root = data_dir(given or recorded.get("root"), any_layout=True)
     on_bad_rows = "skip" if cfg.data.skip_bad_rows else "raise"
-    ds = FashionProducts(root, warn=False, on_bad_rows=on_bad_rows).cached(cfg.data.image_size,
-                                                                            progress=not args.no_progress)
+    ds = open_dataset(root, warn=False, on_bad_rows=on_bad_rows).cached(cfg.data.image_size,
+                                                                        progress=not args.no_progress)
     check_same_images(previous.get("dataset", {}), ds.cache.pixels_sha256, ds.cache.key, root)
     return ds
 
 
+def _protocols(cfg: BenchmarkConfig, ds: Catalog, ctx: RunContext, dedupe, out: Path,
+               run: dict) -> tuple[RunContext, TransferProtocol | None, EpisodicProtocol | None]:
+    """The two protocols of the configured methods, by the data's split rules (``cfg.data``): recorded in
+    run.json's ``dataset`` and, image by image, in ``split.csv``. A split other than the Kaggle layout's own
+    is part of every phase key (with the pixels): another split of the same images is another experiment."""
+    settings = cfg.data.protocol_settings(cfg.seed)
+    rule, classes = split_rule_for(ds, **settings), class_split_for(ds, **settings)
+    tp = TransferProtocol.from_catalog(ds, rule, n_head=cfg.data.n_head, min_train=cfg.data.min_train,
+                                       duplicate_groups=dedupe) if ctx.methods("transfer") else None
+    ep = EpisodicProtocol.from_catalog(ds, classes, min_images=cfg.data.min_images,
+                                       duplicate_groups=dedupe) if ctx.methods("episodic") else None
+    run["dataset"].update(transfer_split=rule.to_dict(), episodic_classes=classes.to_dict(),
+                          in_run_folder=Path(ds.root).resolve() == (out / "data").resolve())
+    if distributed.is_main():
+        roles = row_roles(len(ds), tp, ep)
+        roles.insert(0, "id", ds.ids)
+        roles.insert(1, "path", ds.table["path"].to_numpy())
+        roles.insert(2, "label", ds.row_labels)
+        atomic_write_text(out / "split.csv", roles.to_csv(index=False))
+    digest = protocol_digest(ds, rule, classes)
+    if digest:
+        ctx = dataclasses.replace(ctx, image_key=hashlib.sha256(f"{ctx.image_key};{digest}".encode()).hexdigest())
+    return ctx, tp, ep
+
+
+def _requested_device(args: argparse.Namespace) -> str:
+    """The run's device setting, read before anything is written: under torchrun the process group's
+    backend (nccl for CUDA, gloo for the CPU) depends on it."""
+    if args.device:
+        return args.device
+    if args.resume:
+        saved = args.resume / "config.resolved.toml"
+        if not saved.is_file():
+            raise UserError(f"--resume {args.resume}: no config.resolved.toml there; is it a benchmark run folder?")
+        return apply_overrides(load_config(BenchmarkConfig, saved), _overrides(args)).device
+    path = config_path(args.config) if args.config is not None else CONFIGS / f"{DEFAULT_CONFIG}.toml"
+    return load_config(BenchmarkConfig, path, _overrides(args)).device
+
+
 def main(args: argparse.Namespace) -> dict:
+    """Run the benchmark; under torchrun (``WORLD_SIZE > 1``) as one rank of the process group it joins
+    here and leaves at the end. Ranks other than 0 log nothing and write nothing to the run folder."""
+    owned = distributed.launched() and not distributed.is_distributed()
+    if owned:
+        distributed.init(resolve_device(_requested_device(args)))
+    if not distributed.is_main():
+        args = argparse.Namespace(**{**vars(args), "no_progress": True})
+    finished = False
+    try:
+        with contextlib.ExitStack() as stack:
+            if not distributed.is_main():  # one log, rank 0's
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            summary = _main(args)
+        finished = True
+        return summary
+    finally:
+        if owned:  # after a failure no barrier: the other ranks may never reach it (torchrun stops them)
+            distributed.shutdown(wait=finished)
+
+
+def _main(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
-    cfg, out, previous = _prepare(args)
+    cfg, out, previous = distributed.on_main(lambda: _prepare(args))  # rank 0 makes the folder and names it
     # Start from the previous record: an attempt that fails early must not erase what the resume guard
     # checks next time (the dataset's pixel hash).
     run = {**{k: v for k, v in previous.items() if k not in ("error", "stopped", "note")},
@@ -166,14 +255,16 @@ def main(args: argparse.Namespace) -> dict:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         run.update(status=status, error=f"{type(err).__name__}: {err}",
                    stopped=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        atomic_write_json(out / "run.json", run)
+        if distributed.is_main():
+            atomic_write_json(out / "run.json", run)
         raise
 
 
 def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: dict, run: dict,
          start: float) -> dict:
     device = resolve_device(cfg.device)
-    ds = _dataset(cfg, out, args, previous)
+    with distributed.main_first():  # rank 0 writes the synthetic data and the image cache, the others read them
+        ds = _dataset(cfg, out, args, previous)
     # Phase files written before phases had keys are trusted only when resuming their own folder unchanged.
     phases = PhaseStore(out, reuse=args.reuse, trust_unkeyed=bool(args.resume) and not run.get("changed_on_resume"))
     run.update({
@@ -182,21 +273,19 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
         "dataset": {**ds.describe(), "image_size": list(cfg.data.image_size), "image_cache_key": ds.cache.key,
                     "pixels_sha256": ds.cache.pixels_sha256},
         "phase_seconds": phases.seconds, "reused_phases": phases.reused, "imported_phases": phases.imported,
-        "phase_keys": phases.keys,
+        "phase_keys": phases.keys, "distributed": distributed.describe(),
     })
-    atomic_write_json(out / "run.json", run)
+    if distributed.is_main():
+        atomic_write_json(out / "run.json", run)
     ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device,
                      tuple(ds.names))
     groups = dataset_groups(ds)  # pixel-identical copies, reported either way
     dedupe = groups if cfg.data.dedupe else None
-    tp = TransferProtocol.from_styles(ds.styles, n_head=cfg.data.n_head, min_train=cfg.data.min_train,
-                                      duplicate_groups=dedupe) if ctx.methods("transfer") else None
-    ep = EpisodicProtocol.from_styles(ds.styles, min_images=cfg.data.min_images,
-                                      duplicate_groups=dedupe) if ctx.methods("episodic") else None
+    ctx, tp, ep = _protocols(cfg, ds, ctx, dedupe, out, run)
     preflight(cfg, tp, ep)
     transfer = run_transfer(ctx, tp) if tp is not None else {}
     episodic = run_episodic(ctx, ep) if ep is not None else {}
-    duplicates = {**describe_duplicates(groups, ds.styles["articleType"].astype(object).to_numpy()),
+    duplicates = {**describe_duplicates(groups, ds.row_labels),
                   "dedupe": cfg.data.dedupe}
     if cfg.data.dedupe:
         duplicates.update(transfer_test_dropped=len(tp.dropped_test) if tp is not None else 0,
@@ -209,6 +298,8 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     if args.resume:
         run["note"] = ("resumed: wall_seconds is this attempt's; phase_seconds keeps every phase's own time, "
                        "reused_phases lists those finished by an earlier attempt")
+    if not distributed.is_main():  # every rank computed the results; rank 0 writes them
+        return summary
     run["plots"] = write_plots(out, summary, per_class, f"{cfg.name}{' (SYNTHETIC)' if ds.synthetic else ''}")
     write_results(out, summary, run, per_class)
     atomic_write_json(out / "run.json", run)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from fewshot.data.cache import default_cache_root
 from fewshot.data.protocols import TransferProtocol
@@ -49,6 +50,11 @@ def text_parts(ctx: RunContext, rows: dict[str, np.ndarray]) -> dict[str, torch.
     names = np.asarray(ctx.names, dtype=object)
     if len(names) != len(ctx.labels):
         raise ValueError(f"the run context has {len(names)} names for {len(ctx.labels)} images")
+    if not any(str(n).strip() for n in names[np.concatenate([rows["head_train"], rows["tail_train"]])]):
+        # An image folder has no names, a manifest may have no text column: nothing to fit an encoder on.
+        tqdm.write("[text] no train image has a name (no text column in the data): the text branch abstains on "
+                   "every image (uniform scores; the fusion methods then score as their image method)")
+        return {p: torch.zeros(len(r), 1) for p, r in rows.items()}
     settings = {"encoder": ctx.cfg.text.encoder, "max_features": ctx.cfg.text.max_features}
     digest = hashlib.sha256(json.dumps({**settings, "names": [names[r].tolist() for r in rows.values()]},
                                        sort_keys=True).encode()).hexdigest()[:24]

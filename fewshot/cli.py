@@ -23,16 +23,22 @@ if TYPE_CHECKING:  # the data layer imports torch: loaded only by the subcommand
     import numpy as np
 
     from fewshot.data.cache import ImageCache
-    from fewshot.data.dataset import FashionProducts
+    from fewshot.data.catalog import Catalog
 
-DATA_HELP = ("dataset folder holding styles.csv and images/ (default: $FEWSHOT_DATA); "
-             "make a synthetic one with `fewshot synth --out DIR`")
+DATA_HELP = ("the dataset (default: $FEWSHOT_DATA): a folder holding styles.csv and images/ (the Kaggle layout), "
+             "an image folder with one subfolder per class (or train/ and test/ holding them), or a CSV manifest "
+             "with columns path,label (optional split, text, others); make a synthetic one with "
+             "`fewshot synth --out DIR`")
+LAYOUTS_HINT = ("the folder that holds styles.csv and images/, an image folder (one subfolder of images per "
+                "class), or a CSV manifest (columns path,label)")
 DEBUG_HELP = "on an error, show the full traceback too (also FEWSHOT_DEBUG=1)"
-SKIP_HELP = "leave malformed styles.csv rows out (each is reported) instead of stopping at the first"
+SKIP_HELP = ("leave malformed rows of styles.csv or of a manifest out (each is reported) instead of stopping at "
+             "the first")
 
 
-def data_dir(value: str | None) -> Path:
-    """``--data`` or ``$FEWSHOT_DATA``; a clear error when neither names a folder.
+def data_dir(value: str | None, *, any_layout: bool = False) -> Path:
+    """``--data`` or ``$FEWSHOT_DATA``; a clear error when neither names a Kaggle folder (with
+    ``any_layout``: a Kaggle folder, an image folder or a CSV manifest, :func:`fewshot.data.catalog.detect_layout`).
 
     Raises ``SystemExit`` with the message (one line through :func:`fewshot.utils.errors.run_cli`, and a
     clean exit for the scripts that call this without it)."""
@@ -41,12 +47,24 @@ def data_dir(value: str | None) -> Path:
         raise SystemExit("no dataset given; pass --data DIR or set FEWSHOT_DATA (download the Kaggle "
                          "'Fashion Product Images (Small)' dataset, or run `fewshot synth --out DIR`)")
     path = Path(value)
+    where = LAYOUTS_HINT if any_layout else "the folder that holds styles.csv and images/"
+    if any_layout and path.suffix.lower() == ".csv":
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such manifest file; point --data (or FEWSHOT_DATA) at {where}")
+        return path
     if not path.is_dir():
+        if any_layout and path.is_file():
+            raise SystemExit(f"{path} is a file, not a folder or a .csv manifest; point --data (or FEWSHOT_DATA) "
+                             f"at {where}")
         raise SystemExit(f"{path}: no such folder; point --data (or FEWSHOT_DATA) at the folder that holds "
                          "styles.csv and images/")
     if not (path / "styles.csv").is_file():
-        raise SystemExit(f"{path} has no styles.csv; point --data (or FEWSHOT_DATA) at the folder that holds "
-                         "styles.csv and images/")
+        if any_layout:
+            from fewshot.data.catalog import detect_layout
+
+            if detect_layout(path) == "imagefolder":
+                return path
+        raise SystemExit(f"{path} has no styles.csv; point --data (or FEWSHOT_DATA) at {where}")
     return path
 
 
@@ -112,8 +130,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                    "them.")
     p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--protocol", choices=("transfer", "episodic"), default="transfer",
-                   help="transfer: head/tail classes, even/odd years; episodic: fixed background/evaluation "
-                        "class lists (default: transfer)")
+                   help="transfer: head/tail classes, train/test split (Kaggle: even/odd years); episodic: "
+                        "background/evaluation classes (Kaggle: the shipped lists) (default: transfer)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--n-head", type=positive, default=20, help="transfer: number of head classes (default 20)")
     p.add_argument("--min-train", type=positive, default=1,
@@ -121,6 +139,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-images", type=positive, default=20,
                    help="episodic: fewest images of a kept class (default 20)")
     p.add_argument("--skip-bad-rows", action="store_true", help=SKIP_HELP)
+    _protocol_options(p)
     p.add_argument("--no-dedupe", action="store_true",
                    help="keep pixel-identical copies in the counts (the protocols without duplicate groups); "
                         "the duplicate groups are still reported. By default, when an image cache exists, "
@@ -168,21 +187,67 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _protocol_options(p: argparse.ArgumentParser) -> None:
+    """The protocols' split settings, as the benchmark config's [data] table has them."""
+    p.add_argument("--split", choices=("auto", "column", "stratified"), default="auto",
+                   help="transfer: auto = the layout's own split (Kaggle: even/odd years; a manifest's split "
+                        "column; an image folder's train/ and test/), else a seeded stratified split; column = "
+                        "--split-key with --train-values/--test-values; stratified = the seeded split always "
+                        "(benchmark config: data.split)")
+    p.add_argument("--split-key", default="split", help="--split column: the column to split on (default: split)")
+    p.add_argument("--train-values", nargs="*", default=["train"], metavar="VALUE",
+                   help="--split column: values that mean train ('even'/'odd': integers by parity; none: every "
+                        "other value; default: train)")
+    p.add_argument("--test-values", nargs="*", default=["test"], metavar="VALUE",
+                   help="--split column: values that mean test (none: every other value; default: test)")
+    p.add_argument("--test-fraction", type=_fraction, default=0.25,
+                   help="the seeded stratified split: share of each class's images in test (default 0.25)")
+    p.add_argument("--class-split", choices=("auto", "lists", "fraction"), default="auto",
+                   help="episodic: auto = class-list files when given, else the layout's own lists (Kaggle), else "
+                        "a seeded split by --background-fraction; lists; fraction (benchmark config: "
+                        "data.class_split)")
+    p.add_argument("--background-classes", default="", metavar="FILE",
+                   help="episodic: a file with one background class per line")
+    p.add_argument("--evaluation-classes", default="", metavar="FILE",
+                   help="episodic: a file with one evaluation class per line")
+    p.add_argument("--background-fraction", type=_fraction, default=0.6,
+                   help="episodic, seeded split: share of the classes (with >= --min-images images) in background "
+                        "(default 0.6)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed of the seeded splits; the benchmark's config seed gives the same split (default 0)")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text!r}")
+    return value
+
+
 def _summary(args: argparse.Namespace) -> int:
-    from fewshot.data.dataset import FashionProducts
-    from fewshot.data.protocols import EpisodicProtocol, TransferProtocol
+    from fewshot.data.catalog import open_dataset
+    from fewshot.data.protocols import EpisodicProtocol, TransferProtocol, class_split_for, split_rule_for
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = FashionProducts(data_dir(args.data), on_bad_rows="skip" if args.skip_bad_rows else "raise")
+        ds = open_dataset(data_dir(args.data, any_layout=True), on_bad_rows="skip" if args.skip_bad_rows else "raise")
     found = ds.recorded_corrupt()  # one up-to-date image cache, if any, for both corrupt images and copies
     duplicates, groups = _duplicate_counts(ds, found)
     use = None if args.no_dedupe else groups
+    settings = {"split": args.split, "split_key": args.split_key, "train_values": tuple(args.train_values),
+                "test_values": tuple(args.test_values), "test_fraction": args.test_fraction,
+                "class_split": args.class_split, "background_classes": args.background_classes,
+                "evaluation_classes": args.evaluation_classes, "background_fraction": args.background_fraction,
+                "seed": args.seed}
     if args.protocol == "transfer":
-        protocol = TransferProtocol.from_styles(ds.styles, n_head=args.n_head, min_train=args.min_train,
-                                                duplicate_groups=use)
+        protocol = TransferProtocol.from_catalog(ds, split_rule_for(ds, **settings), n_head=args.n_head,
+                                                 min_train=args.min_train, duplicate_groups=use)
     else:
-        protocol = EpisodicProtocol.from_styles(ds.styles, min_images=args.min_images, duplicate_groups=use)
+        protocol = EpisodicProtocol.from_catalog(ds, class_split_for(ds, **settings), min_images=args.min_images,
+                                                 duplicate_groups=use)
     info = {**ds.describe(), **_corrupt_counts(ds, found), **duplicates, "deduplicated": protocol.deduplicated,
             "protocol": args.protocol, **protocol.totals()}
     if args.json:
@@ -192,7 +257,8 @@ def _summary(args: argparse.Namespace) -> int:
         print(f"note: {w.message}", file=sys.stderr)
     if ds.synthetic:
         print("SYNTHETIC DATA (written by `fewshot synth`), not the real catalogue")
-    print(f"{ds.root}: {ds.n_rows} rows, {len(ds)} images, {len(ds.missing)} rows without an image")
+    print(f"{ds.root} ({ds.layout} layout): {ds.n_rows} rows, {len(ds)} images, {len(ds.missing)} rows without "
+          "an image")
     if info["n_corrupt_images"] is None:
         print(f"corrupt images: {info['corrupt_images_checked']}")
     else:
@@ -214,13 +280,13 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_checked(ds: FashionProducts) -> str:
+def _not_checked(ds: Catalog) -> str:
     """Why a count that needs decoded images is missing, and the command that provides them."""
     return (f"not checked: no up-to-date image cache of this folder; run `fewshot cache --data {ds.root}` to decode "
             "every image")
 
 
-def _corrupt_counts(ds: FashionProducts, found: ImageCache | None) -> dict[str, object]:
+def _corrupt_counts(ds: Catalog, found: ImageCache | None) -> dict[str, object]:
     """``n_corrupt_images`` as the latest image cache build of ``ds``'s folder (``found``, from
     ``ds.recorded_corrupt()``) found it, and where that number comes from. Only decoding finds a corrupt JPEG,
     and the summary decodes nothing: without an up-to-date cache the count is None ("not checked"), never a 0
@@ -231,7 +297,7 @@ def _corrupt_counts(ds: FashionProducts, found: ImageCache | None) -> dict[str, 
             "corrupt_images_checked": f"found by the {found.size[0]}x{found.size[1]} image cache build {found.path}"}
 
 
-def _duplicate_counts(ds: FashionProducts, found: ImageCache | None) -> tuple[dict[str, object], np.ndarray | None]:
+def _duplicate_counts(ds: Catalog, found: ImageCache | None) -> tuple[dict[str, object], np.ndarray | None]:
     """The groups of pixel-identical images among ``ds``'s rows (hashing the pixels of the image cache
     ``found``; a corrupt image, absent from it, is in no group) and their counts for the report; None and
     "not checked" without a cache, as for corrupt images."""
@@ -242,7 +308,7 @@ def _duplicate_counts(ds: FashionProducts, found: ImageCache | None) -> tuple[di
         return ({f"n_duplicate_{k}": None for k in keys}
                 | {"duplicates_checked": _not_checked(ds)}), None
     groups = align_groups(pixel_groups(found.images), found.ids, ds.ids)
-    counts = describe_duplicates(groups, ds.styles["articleType"].to_numpy(object))
+    counts = describe_duplicates(groups, ds.row_labels)
     return ({f"n_duplicate_{k}": counts[k] for k in keys}
             | {"duplicates_checked": f"pixels of the {found.size[0]}x{found.size[1]} image cache {found.path}"}), groups
 
@@ -253,11 +319,12 @@ def _cache(args: argparse.Namespace) -> int:
     for flag in ("keep", "older_than", "dry_run"):
         if getattr(args, flag):
             raise UserError(f"--{flag.replace('_', '-')} goes with --prune (see `fewshot cache --help`)")
-    from fewshot.data.dataset import FashionProducts
+    from fewshot.data.catalog import open_dataset
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = FashionProducts(data_dir(args.data), warn=False, on_bad_rows="skip" if args.skip_bad_rows else "raise")
+        ds = open_dataset(data_dir(args.data, any_layout=True), warn=False,
+                          on_bad_rows="skip" if args.skip_bad_rows else "raise")
         cached = ds.cached(args.size, strict=args.strict)
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)

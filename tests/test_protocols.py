@@ -8,6 +8,7 @@ import pytest
 
 from fewshot.data.dataset import FashionProducts
 from fewshot.data.protocols import EpisodicProtocol, TransferProtocol, class_list
+from fewshot.utils.errors import UserError
 
 REAL_HEAD = ["Tshirts", "Watches", "Casual Shoes", "Kurtas", "Shirts", "Tops", "Sunglasses", "Handbags",
              "Sports Shoes", "Heels", "Briefs", "Wallets", "Flip Flops", "Socks", "Belts", "Sandals", "Sarees",
@@ -261,3 +262,76 @@ def test_episodic_class_whose_every_image_is_a_copy_keeps_a_row_with_0_images():
     assert p.excluded["Mystery"] == "in neither the background nor the evaluation list"
     assert p.evaluation == ("Jeans",) and len(p.evaluation_idx) == 25
     assert p.totals()["n_evaluation_dropped"] == 0  # the dropped rows are of excluded classes
+
+
+# --- split rules as data: the same protocols from a rule, on any table ---------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_transfer_from_the_kaggle_rule_on_any_table_equals_from_styles(seed):
+    from fewshot.data.rules import KAGGLE_SPLIT
+
+    rng = np.random.default_rng(seed)
+    spec = {f"class{i:02d}": (int(rng.integers(0, 30)), int(rng.integers(0, 30))) for i in range(12)}
+    spec["class00"] = (40, 3)
+    styles = _styles(spec, no_year={"class01": 3, "only_no_year": 2})
+    groups = np.full(len(styles), -1)
+    groups[:4] = 0  # some pixel copies, across splits
+    today = TransferProtocol.from_styles(styles, n_head=3, duplicate_groups=groups)
+    # the same rule on the year as strings (a manifest column), through the generic entry point
+    as_text = styles.assign(year=styles["year"].astype("string"))
+    p = TransferProtocol.from_assignment(styles["articleType"].to_numpy(object), KAGGLE_SPLIT.assign(as_text),
+                                         n_head=3, duplicate_groups=groups)
+    assert (p.head, p.tail, dict(p.excluded)) == (today.head, today.tail, dict(today.excluded))
+    for part in ("head_train", "head_test", "tail_train", "tail_test", "no_year", "dropped_test"):
+        assert np.array_equal(getattr(p, part), getattr(today, part)), part
+    assert today.excluded["only_no_year"] == "every image has no year"
+
+
+def test_transfer_messages_name_the_rule_they_split_by():
+    from fewshot.data.rules import SplitRule
+
+    rule = SplitRule.on_column("split", ("train",), ("test",))
+    articles = np.array(["A", "A", "B", "C"], dtype=object)
+    p = TransferProtocol.from_assignment(articles, np.array([1, 2, 2, 0], dtype=np.int8), rule=rule, n_head=1)
+    assert p.excluded == {"B": "only in test: 0 train, 1 test images",
+                          "C": "every image's split is blank or neither a train nor a test value"}
+    assert p.totals()["split_rule"] == "train = split 'train', test = split 'test'"
+    with pytest.raises(ValueError, match="only 1 classes have train images; n_head=2"):
+        TransferProtocol.from_assignment(articles, np.array([1, 2, 2, 0], dtype=np.int8), rule=rule, n_head=2)
+
+
+def test_row_roles_give_every_row_its_split_and_its_role_in_each_protocol():
+    from fewshot.data.protocols import row_roles
+
+    styles = _styles({"A": (3, 2), "B": (2, 1), "E": (0, 2)}, no_year={"A": 1})
+    groups = np.full(len(styles), -1)
+    test_a = np.flatnonzero((styles["articleType"] == "A").to_numpy() & styles["year"].eq(2011).fillna(False).to_numpy(bool))
+    train_a = np.flatnonzero((styles["articleType"] == "A").to_numpy() & styles["year"].eq(2012).fillna(False).to_numpy(bool))
+    groups[[train_a[0], test_a[0]]] = 0  # a test picture whose copy is a train picture
+    tp = TransferProtocol.from_styles(styles, n_head=1, duplicate_groups=groups)
+    ep = EpisodicProtocol.from_styles(styles, min_images=1, background=("A",), evaluation=("B",),
+                                      duplicate_groups=groups)
+    roles = row_roles(len(styles), tp, ep)
+    assert roles.loc[test_a[0], "transfer"] == "copy_of_train"
+    assert roles.loc[max(train_a[0], test_a[0]), "episodic"] == "duplicate"  # episodic keeps a group's first row
+    assert (roles.loc[tp.head_train, "split"] == "train").all() and (roles.loc[tp.tail_test, "transfer"] == "tail_test").all()
+    assert roles.loc[tp.no_year, ["split", "transfer"]].values.tolist() == [["", "no_split"]]
+    e_rows = np.flatnonzero((styles["articleType"] == "E").to_numpy())
+    assert set(roles.loc[e_rows, "transfer"]) == {"excluded"} and set(roles.loc[e_rows, "episodic"]) == {"excluded"}
+    assert row_roles(len(styles), None, ep)["transfer"].eq("").all()
+
+
+def test_seeded_class_split_draws_among_classes_with_enough_images_only():
+    from fewshot.data.rules import ClassSplit
+
+    counts = pd.Series({f"c{i}": n for i, n in enumerate([50, 40, 30, 25, 21, 20, 19, 5, 1, 0])})
+    split = ClassSplit.fraction(0.5, seed=7)
+    background, evaluation = split.resolve(counts, min_images=20)
+    assert sorted(background + evaluation) == ["c0", "c1", "c2", "c3", "c4", "c5"] and len(background) == 3
+    assert split.resolve(counts, min_images=20) == (background, evaluation)  # a pure function of the seed
+    draws = {ClassSplit.fraction(0.5, seed=s).resolve(counts, min_images=20) for s in range(6)}
+    assert len(draws) > 1
+    assert ClassSplit.fraction(0.9, 0).resolve(counts, min_images=20)[1] != ()  # evaluation keeps one class
+    with pytest.raises(UserError, match="background_fraction=1.0 must lie in"):
+        ClassSplit.fraction(1.0, 0)

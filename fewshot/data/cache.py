@@ -7,8 +7,10 @@ Layout of a cache folder::
 
 ``images[i]`` is the picture of ``ids[i]``. The key hashes ``styles.csv``'s bytes, the image folder's
 listing (name, size, modification time of each file) and the size, so any change to any of them makes
-the next :func:`load_or_build` rebuild. Both files are written to temporary names and renamed, the index
-last: an interrupted build leaves the previous cache or none, never a half-written one.
+the next :func:`load_or_build` rebuild. Layouts other than Kaggle's (an image folder, a CSV manifest) pass
+their files as :class:`ImageFiles`: the key then hashes the listing of those files and the bytes the layout
+names (the manifest's). ``images.npy`` and ``index.json`` are written to temporary names and renamed, the
+index last: an interrupted build leaves the previous cache or none, never a half-written one.
 
 The key is a cheap staleness check; ``pixels_sha256`` (hash of the ids and the decoded pixels, computed once
 per build) says whether two caches hold the same pictures, e.g. after the dataset was copied anew and every
@@ -60,6 +62,24 @@ class ImageCache:
     pixels_sha256: str = field(default="")
 
 
+@dataclass(frozen=True)
+class ImageFiles:
+    """Where the images are, for a layout other than Kaggle's ``images/<id>.jpg``: ``paths[i]`` (relative to
+    ``base``, or absolute) is the file of the i-th requested id. ``key_bytes``: what else the cache key hashes
+    (a manifest's bytes)."""
+
+    base: Path
+    paths: tuple[str, ...]
+    key_bytes: bytes = b""
+
+    def path(self, i: int) -> Path:
+        return self.base / self.paths[i]
+
+
+def _file_of(root: Path, files: ImageFiles | None, ids: np.ndarray, i: int) -> Path:
+    return root / "images" / f"{ids[i]}.jpg" if files is None else files.path(i)
+
+
 def default_cache_root() -> Path:
     """``$FEWSHOT_CACHE``, else ``$XDG_CACHE_HOME/fewshot``, else ``~/.cache/fewshot``."""
     if os.environ.get("FEWSHOT_CACHE"):
@@ -76,10 +96,23 @@ def cache_dir_for(root: Path, size: tuple[int, int], cache_root: Path | None = N
     return Path(cache_root or default_cache_root()) / f"{slug}-{digest}" / f"{size[0]}x{size[1]}"
 
 
-def dataset_key(root: Path, size: tuple[int, int]) -> str:
-    """Hash of styles.csv's bytes, the image folder's (name, bytes, mtime) listing and the size."""
+def dataset_key(root: Path, size: tuple[int, int], files: ImageFiles | None = None) -> str:
+    """Hash of styles.csv's bytes, the image folder's (name, bytes, mtime) listing and the size; with
+    ``files``, of their ``key_bytes`` and the (path, bytes, mtime) listing of their files instead."""
     root = Path(root)
     h = hashlib.sha256(f"fewshot-cache-v{CACHE_VERSION};size={size[0]}x{size[1]};".encode())
+    if files is not None:
+        h.update(b"files;" + hashlib.sha256(files.key_bytes).digest())
+        listing = []
+        for rel in files.paths:
+            try:
+                st = (files.base / rel).stat()
+            except OSError as err:
+                raise UserError(f"{files.base / rel}: cannot read the image file ({err.strerror}); was it moved "
+                                "or deleted while the dataset was being read?") from None
+            listing.append((rel, st.st_size, st.st_mtime_ns))
+        h.update(json.dumps(listing).encode())
+        return h.hexdigest()
     h.update(hashlib.sha256((root / "styles.csv").read_bytes()).digest())
     listing = sorted(
         (e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(root / "images") if e.is_file()
@@ -120,20 +153,23 @@ def load_or_build(
     cache_root: str | os.PathLike | None = None,
     strict: bool = False,
     progress: bool = True,
+    files: ImageFiles | None = None,
 ) -> ImageCache:
     """Load the cache of ``root`` at ``size``, building it first when missing or stale.
 
-    ``ids`` are the products to decode (those whose ``images/<id>.jpg`` exists). With ``strict=True`` a
-    corrupt image raises :class:`CorruptImageError`; otherwise it is left out of the cache and reported in
-    ``ImageCache.bad``.
+    ``ids`` are the products to decode (those whose ``images/<id>.jpg`` exists; with ``files``, the i-th id's
+    image is ``files.path(i)``). With ``strict=True`` a corrupt image raises :class:`CorruptImageError`;
+    otherwise it is left out of the cache and reported in ``ImageCache.bad``.
     """
     root = Path(root)
     size = (int(size[0]), int(size[1]))
     if size[0] <= 0 or size[1] <= 0:
         raise ValueError(f"image size must be positive (height, width), got {size}")
     folder = cache_dir_for(root, size, Path(cache_root) if cache_root else None)
-    key = dataset_key(root, size)
+    key = dataset_key(root, size, files)
     ids = np.asarray(ids, dtype=np.int64)
+    if files is not None and len(files.paths) != len(ids):
+        raise ValueError(f"{len(files.paths)} image files for {len(ids)} ids")
     cached = _load(folder, key, size, ids)
     if cached is not None:
         if strict and cached.bad:
@@ -142,7 +178,7 @@ def load_or_build(
                                     f"replace them, {_NOT_STRICT_HINT}")
         return cached
     try:
-        return _build(root, folder, key, size, ids, strict=strict, progress=progress)
+        return _build(root, folder, key, size, ids, strict=strict, progress=progress, files=files)
     except OSError as err:
         # Image files that cannot be read become CorruptImageError inside the build, so an OSError that gets
         # here is about the cache folder: one the user can point elsewhere or make room in.
@@ -156,7 +192,8 @@ _CACHE_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, err
 
 
 def find_existing(
-    root: str | os.PathLike, ids: Sequence[int], *, cache_root: str | os.PathLike | None = None
+    root: str | os.PathLike, ids: Sequence[int], *, cache_root: str | os.PathLike | None = None,
+    files: ImageFiles | None = None,
 ) -> ImageCache | None:
     """An up-to-date cache of ``root`` for ``ids`` at any size, without building or decoding anything;
     None when there is none (never built, or stale since ``styles.csv`` or ``images/`` changed).
@@ -172,7 +209,7 @@ def find_existing(
         return None
     for folder in folders:
         size = tuple(int(v) for v in folder.name.split("x"))
-        found = _load(folder, dataset_key(root, size), size, ids)
+        found = _load(folder, dataset_key(root, size, files), size, ids)
         if found is not None:
             return found
     return None
@@ -195,7 +232,8 @@ def _load(folder: Path, key: str, size: tuple[int, int], ids: np.ndarray) -> Ima
 
 
 def _build(
-    root: Path, folder: Path, key: str, size: tuple[int, int], ids: np.ndarray, *, strict: bool, progress: bool
+    root: Path, folder: Path, key: str, size: tuple[int, int], ids: np.ndarray, *, strict: bool, progress: bool,
+    files: ImageFiles | None = None,
 ) -> ImageCache:
     start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
@@ -206,9 +244,9 @@ def _build(
     try:
         buffer = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(ids), *size, 3))
         bar = tqdm(ids, desc=f"decoding images to {size[0]}x{size[1]}", unit="img", disable=not progress)
-        for pid in bar:
+        for i, pid in enumerate(bar):
             try:
-                buffer[len(good)] = decode_image(root / "images" / f"{pid}.jpg", size)
+                buffer[len(good)] = decode_image(_file_of(root, files, ids, i), size)
             except CorruptImageError as err:
                 if strict:
                     raise CorruptImageError(f"{err}. Remove or replace the file, {_NOT_STRICT_HINT}") from err

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:  # only for the annotation: the data layer imports torch
-    from fewshot.data.dataset import FashionProducts
+    from fewshot.data.catalog import Catalog
 
 DIGEST_BYTES = 16  # 128-bit blake2b; equal digests are also confirmed by comparing the pixels
 
@@ -45,9 +45,9 @@ def pixel_groups(images: np.ndarray, progress: bool = False, chunk: int = 4096) 
     return groups
 
 
-def dataset_groups(ds: FashionProducts, progress: bool = False) -> np.ndarray:
+def dataset_groups(ds: Catalog, progress: bool = False) -> np.ndarray:
     """:func:`pixel_groups` of a dataset served from the image cache (``ds.cached(size)``); int64 [len(ds)],
-    aligned with ``ds.styles`` rows, so it can be passed to the protocols' ``duplicate_groups``."""
+    aligned with ``ds.table`` rows, so it can be passed to the protocols' ``duplicate_groups``."""
     if getattr(ds, "images", None) is None:
         raise ValueError("the dataset is not served from the image cache; pass ds.cached(size), not ds")
     return pixel_groups(ds.images, progress=progress)

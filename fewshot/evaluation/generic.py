@@ -7,6 +7,10 @@ its own way; report the mean over episodes with a 95% confidence interval. The e
 those :func:`fewshot.evaluation.episodic.episodic_eval` evaluates (the sampler's current epoch, drawn in
 the same chunks), so for the nearest-centroid methods the two paths agree episode by episode; the fast
 path stays for them, this one serves every method.
+
+Under torchrun :func:`evaluate_episodes` is collective: within each chunk, episode ``i`` is fitted and
+scored by rank ``i mod world`` and the query outcomes are gathered, so every rank returns the whole result,
+as one process computes it.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from fewshot.evaluation.episodic import ClassTally, EpisodicResult, _check_input
 from fewshot.evaluation.functional import episodic_accuracy
 from fewshot.methods.base import FewShotClassifier
 from fewshot.sampling.fixed import EpisodeSampler
+from fewshot.utils import distributed
 from fewshot.utils.device import resolve_device
 
 MethodSource = FewShotClassifier | Callable[[], FewShotClassifier]
@@ -77,9 +82,15 @@ def evaluate_episodes(
         for start, count, s_idx, q_idx in _index_chunks(sampler, chunk_size, prefetch=False):
             support = feats[s_idx.to(feats.device)].view(count, way * shot, -1)
             query = feats[q_idx.to(feats.device)].view(count, way * n_query, -1)
-            correct = torch.stack(
-                [_episode_correct(make(), support[e], support_labels, query[e], target) for e in range(count)]
-            )  # [count, W * Q]
+            if distributed.is_distributed():  # this rank's episodes of the chunk, then all of them
+                mine = [_episode_correct(make(), support[e], support_labels, query[e], target)
+                        for e in distributed.shard(range(count))]
+                local = torch.stack(mine) if mine else torch.zeros(0, way * n_query, dtype=torch.bool)
+                correct = distributed.gather_shards(local.cpu(), count)
+            else:
+                correct = torch.stack(
+                    [_episode_correct(make(), support[e], support_labels, query[e], target) for e in range(count)]
+                )  # [count, W * Q]
             acc[start : start + count] = correct.sum(dim=1).to("cpu", torch.float64) / (way * n_query)
             tally.add(s_idx, correct)
             bar.update(count)

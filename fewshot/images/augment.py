@@ -131,14 +131,22 @@ def color_jitter(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tens
     return torch.addcmul(offset, x, bc * s).clamp_(0.0, max_value)
 
 
-def augment_batch(batch: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+def augment_uniforms(n: int, generator: torch.Generator) -> torch.Tensor:
+    """The random numbers :func:`augment_batch` draws for a batch of ``n``: one uniform tensor [n, 8]."""
+    return torch.rand(n, 8, generator=generator, device=generator.device)
+
+
+def augment_batch(batch: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None,
+                  uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 [B, H, W, 3] -> augmented, normalised float32 [B, 3, H, W] (``eval_transform`` when
-    ``cfg.enabled`` is false). Draws exactly one [B, 8] uniform tensor from ``generator``."""
+    ``cfg.enabled`` is false). Draws exactly one [B, 8] uniform tensor from ``generator``
+    (:func:`augment_uniforms`), or uses ``uniforms`` [B, 8] given instead: a process of a distributed run
+    augments its shard of a global batch with that batch's draws, as one process would."""
     _check_batch(batch)
     if not cfg.enabled:
         return eval_transform(batch)
     n = batch.shape[0]
-    u = torch.rand(n, 8, generator=generator, device=generator.device).to(batch.device)
+    u = (augment_uniforms(n, generator) if uniforms is None else uniforms).to(batch.device)
     x = _to_nchw(batch)  # 0..255: the /255 is folded into the normalisation
     x = apply_theta(x, sample_crop_flip(cfg, n, u[:, :5]))
     if cfg.brightness or cfg.contrast or cfg.saturation:

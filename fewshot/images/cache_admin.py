@@ -173,7 +173,7 @@ def _image_entry(folder: Path) -> CacheEntry | None:
     except (OSError, ValueError):
         index = {}
     source = index.get("root", "?")
-    gone = "" if source == "?" or Path(source).is_dir() else " (dataset folder gone)"
+    gone = "" if source == "?" or Path(source).exists() else " (dataset gone)"
     if index:
         what = (f"{source}{gone} at {folder.name}: {len(index.get('ids', []))} images, "
                 f"{len(index.get('bad', {}))} corrupt")

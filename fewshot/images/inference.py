@@ -1,6 +1,11 @@
 """Batched inference over uint8 images: :func:`predict_scores` and :func:`extract_features` run a model
 in eval mode, without augmentation or gradients, on the cache array or an :class:`ImageStore`; plus the
 mixed-precision and memory-format choices the trainer shares.
+
+Under torchrun (a process group of several ranks, :mod:`fewshot.utils.distributed`) :func:`map_images` is
+collective: every rank maps images ``i mod world`` of ``indices`` and every rank gets the whole result,
+gathered back in order. Each image's output does not depend on which others share its batch (eval mode),
+up to the kernels' rounding for another batch size.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from tqdm.auto import tqdm
 
 from fewshot.images.augment import eval_transform
 from fewshot.images.store import ImageStore
+from fewshot.utils import distributed
 from fewshot.utils.device import resolve_device
 
 
@@ -47,10 +53,15 @@ def map_images(module: nn.Module, images: np.ndarray | ImageStore, indices: Sequ
 
     ``images``: the uint8 array [N, H, W, 3] (a memmap is read batch by batch) or an :class:`ImageStore`.
     ``device``: None runs where the module's parameters are; otherwise the module is moved there. The
-    module's train/eval mode is restored afterwards. ``amp``/``cpu_amp``: see :func:`autocast_dtype`."""
+    module's train/eval mode is restored afterwards. ``amp``/``cpu_amp``: see :func:`autocast_dtype`.
+    Under torchrun every rank must call it with the same arguments (see the module docstring)."""
     indices = np.asarray(indices, dtype=np.int64)
     if indices.size == 0:
         raise ValueError(f"{desc}: no image indices given")
+    n_total = len(indices)
+    sharded = distributed.is_distributed() and n_total >= distributed.world_size()  # fewer: every rank maps all
+    if sharded:
+        indices = distributed.shard(indices)
     if device is None:
         device = next(module.parameters()).device
     else:
@@ -73,7 +84,8 @@ def map_images(module: nn.Module, images: np.ndarray | ImageStore, indices: Sequ
                 out.append(module(x).float().cpu())
     finally:
         module.train(was_training)
-    return torch.cat(out)
+    result = torch.cat(out)
+    return distributed.gather_shards(result, n_total) if sharded else result
 
 
 def predict_scores(model: nn.Module, images: np.ndarray | ImageStore, indices: Sequence[int] | np.ndarray,

@@ -52,14 +52,15 @@ class ImageStore:
 
     def load(self, rows: torch.Tensor, augment: AugmentConfig | None = None,
              generator: torch.Generator | None = None,
-             memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+             memory_format: torch.memory_format = torch.contiguous_format,
+             uniforms: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised float [B, 3, H, W] on the store's device for ``rows``; augmented when ``augment``
-        is enabled (then ``generator`` is required)."""
+        is enabled (then ``generator`` is required, or the batch's ``uniforms``: see ``augment_batch``)."""
         batch = self.data.index_select(0, rows.to(self.device, non_blocking=True))
         if augment is not None and augment.enabled:
-            if generator is None:
+            if generator is None and uniforms is None:
                 raise ValueError("augmentation needs an explicit torch.Generator")
-            x = augment_batch(batch, augment, generator)
+            x = augment_batch(batch, augment, generator, uniforms)
         else:
             x = eval_transform(batch)
         return x.contiguous(memory_format=memory_format)

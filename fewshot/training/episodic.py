@@ -20,12 +20,16 @@ import torch
 from torch import nn
 
 from fewshot.evaluation import episodic_eval
+from fewshot.images.augment import augment_uniforms
 from fewshot.images.inference import extract_features
 from fewshot.images.store import ImageStore
 from fewshot.methods.protonet import episode_loss
 from fewshot.sampling import EpisodeSampler
+from fewshot.training.distributed import gather_rows
 from fewshot.training.loop import Objective, TrainConfig
 from fewshot.training.supervised import SupervisedObjective
+from fewshot.utils.distributed import shard
+from fewshot.utils.errors import UserError
 from fewshot.utils.seeding import derive_seed
 
 
@@ -52,6 +56,11 @@ class EpisodicObjective(Objective):
     ``labels``: [N] ints aligned with ``images`` [N, H, W, 3] uint8 (-1 or anything for unused rows). The
     model must have ``embed(x) -> [B, d]`` (a :class:`fewshot.methods.FewShotClassifier`). Classes with
     fewer than ``n_shot + n_query`` train images are left out of training episodes (``excluded``).
+
+    Under torchrun (:meth:`distribute`) a step is still one episode: a rank embeds images ``i mod world``
+    of it (support and queries; batch norm sees the whole episode, see
+    :mod:`fewshot.training.distributed`), the embeddings are gathered (differentiably) so that every rank
+    has the prototypes, and a rank's loss is its queries' (``i mod world``) share of the episode's.
     """
 
     def __init__(self, images: np.ndarray, labels: Sequence[int] | np.ndarray, train_indices: Sequence[int],
@@ -83,6 +92,13 @@ class EpisodicObjective(Objective):
         self.train_rows = self.store.rows(self.train_indices)
         self.query_labels = self.query_labels.to(device)
 
+    def distribute(self, rank: int, world: int) -> None:
+        e = self.episodes
+        if e.n_way * e.n_query < world:
+            raise UserError(f"an episode's {e.n_way * e.n_query} queries (n_way * n_query) cannot be shared by "
+                            f"{world} processes (every one scores a query); raise them or start fewer processes")
+        self.rank, self.world = rank, world
+
     def steps_per_epoch(self) -> int:
         return self.episodes.episodes_per_epoch
 
@@ -95,12 +111,26 @@ class EpisodicObjective(Objective):
         query = batch[:, :, e.n_shot:].reshape(len(batch), -1)
         for positions in np.concatenate([support, query], axis=1):
             rows = self.train_rows[torch.from_numpy(positions)]
-            yield self.store.load(rows, self.config.augment, generator, self.memory_format)
+            if self.world == 1:
+                yield self.store.load(rows, self.config.augment, generator, self.memory_format)
+                continue
+            # This rank's images of the episode, augmented with the draws one process makes for all of them.
+            uniforms = augment_uniforms(len(rows), generator) if self.config.augment.enabled else None
+            mine = shard(torch.arange(len(rows)), of=self.world, at=self.rank)
+            yield self.store.load(rows[mine], self.config.augment, generator, self.memory_format,
+                                  uniforms=None if uniforms is None else uniforms[mine])
 
     def loss(self, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         e = self.episodes
         feats = model.embed(batch).float()
         n_support = e.n_way * e.n_shot
+        if self.world > 1:
+            n_query = len(self.query_labels)
+            feats = gather_rows(feats, n_support + n_query)  # the whole episode's embeddings, on every rank
+            mine = shard(torch.arange(n_query, device=feats.device), of=self.world, at=self.rank)
+            loss, correct = episode_loss(feats[:n_support], feats[n_support:][mine], self.query_labels[mine],
+                                         e.n_way, e.n_shot, e.logit_scale)
+            return loss * (len(mine) / n_query), correct, len(mine)
         loss, correct = episode_loss(feats[:n_support], feats[n_support:], self.query_labels, e.n_way, e.n_shot,
                                      e.logit_scale)
         return loss, correct, len(self.query_labels)

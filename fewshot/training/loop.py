@@ -11,6 +11,13 @@ validation score (higher is better; validation data is carved from the training 
 progress, and ``resume=True`` continues it; on the CPU the result equals an uninterrupted run bit for bit,
 because every random number comes from one ``torch.Generator`` whose state is checkpointed (model
 initialisation is the caller's, seeded: see ``create_backbone(seed=)``).
+
+Under ``torchrun`` (``WORLD_SIZE > 1``, the process group joined by :func:`fewshot.utils.distributed.init`)
+the same call trains with DistributedDataParallel: every rank draws the same global batches and computes
+its shard of each, batch norm runs over the global batch, and the result equals one process's up to
+floating-point reduction order (:mod:`fewshot.training.distributed`). Rank 0 alone writes the
+checkpoints; every rank reads ``last.pt`` on resume (the output folder must be on a file system all
+ranks share). One process pays nothing for this: no process group, the code paths of before.
 """
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ import dataclasses
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,9 +37,12 @@ from tqdm.auto import tqdm
 from fewshot.images.augment import AugmentConfig
 from fewshot.images.inference import autocast, autocast_dtype
 from fewshot.training.checkpoint import check_resumable, cpu_state, load_training_state, save_model, save_training_state
+from fewshot.training.distributed import data_parallel, reduce_step
 from fewshot.training.losses import LOSSES
 from fewshot.training.optim import build_optimizer, build_scheduler
+from fewshot.utils import distributed
 from fewshot.utils.device import resolve_device
+from fewshot.utils.errors import UserError
 from fewshot.utils.seeding import derive_seed, seeded_global_rng
 
 
@@ -92,7 +102,23 @@ class TrainConfig:
 
 
 class Objective(ABC):
-    """What :func:`fit` trains: the batches of an epoch, a batch's loss, and a validation score."""
+    """What :func:`fit` trains: the batches of an epoch, a batch's loss, and a validation score.
+
+    Under torchrun :func:`fit` first calls :meth:`distribute`; from then on :meth:`train_batches` yields this
+    rank's shard of every global batch and :meth:`loss` returns the shard's share of the global batch's
+    loss (see :meth:`distribute`)."""
+
+    rank: int = 0
+    world: int = 1
+
+    def distribute(self, rank: int, world: int) -> None:
+        """Train as rank ``rank`` of ``world`` processes (called by :func:`fit` before :meth:`setup`, only
+        when ``world > 1``). An objective that supports it draws every global batch exactly as one
+        process does (same generator calls), keeps its shard (item ``i`` on rank ``i mod world``), and
+        returns from :meth:`loss` the shard's share of the global batch's mean loss (the ranks' shares
+        sum to it) with the shard's correct and total predictions. This default refuses."""
+        raise UserError(f"{type(self).__name__} cannot train in several processes (torchrun): it does not "
+                        "implement Objective.distribute; run it in one process")
 
     def setup(self, device: torch.device, memory_format: torch.memory_format) -> None:
         """Called once by :func:`fit` before training: move data to ``device``."""
@@ -154,16 +180,18 @@ def fit(model: nn.Module, objective: Objective, config: TrainConfig, out_dir: st
     meta = dict(meta or {})
     out = Path(out_dir) if out_dir is not None else None
     run = _resume_run(out, resume, model, st, cfg)
-    for epoch in range(run["epoch"], config.epochs):
-        t0 = time.perf_counter()
-        row = _train_epoch(model, objective, st, epoch, config, progress)
-        score = _validate(model, objective, st)
-        row.update(val_score=score, seconds=time.perf_counter() - t0)
-        improved = _record_epoch(run, row, model, epoch)
-        if out is not None:
-            _save_checkpoints(out, run, improved, model, st, cfg, meta)
-        if progress:
-            tqdm.write(_summary(row, config.epochs, improved))
+    progress = progress and distributed.is_main()
+    with data_parallel(model, objective.loss, st.device) as step_loss:
+        for epoch in range(run["epoch"], config.epochs):
+            t0 = time.perf_counter()
+            row = _train_epoch(model, objective, step_loss, st, epoch, config, progress)
+            score = _validate(model, objective, st)
+            row.update(val_score=score, seconds=time.perf_counter() - t0)
+            improved = _record_epoch(run, row, model, epoch)
+            if out is not None:
+                _save_checkpoints(out, run, improved, model, st, cfg, meta)
+            if progress:
+                tqdm.write(_summary(row, config.epochs, improved))
 
     best = run["best"]
     if best["state"] is None:
@@ -179,6 +207,8 @@ def _prepare(model: nn.Module, objective: Objective, config: TrainConfig) -> _St
     device = resolve_device(config.device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
+    if distributed.is_distributed():
+        objective.distribute(distributed.rank(), distributed.world_size())
     objective.setup(device, memory_format)
     steps = objective.steps_per_epoch()
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay,
@@ -214,7 +244,10 @@ def _validate(model: nn.Module, objective: Objective, st: _Steppers) -> float | 
     model.eval()
     with torch.no_grad(), autocast(st.device, st.amp_dtype):
         score = objective.validate(model)
-    return None if score is None else float(score)  # numpy scalars would not load with weights_only
+    score = None if score is None else float(score)  # numpy scalars would not load with weights_only
+    # Every rank validates the same weights on the same (gathered) data; rank 0's score decides anyway,
+    # so that the ranks can never disagree about the best epoch.
+    return distributed.broadcast_object(score)
 
 
 def _record_epoch(run: dict[str, Any], row: dict[str, Any], model: nn.Module, epoch: int) -> bool:
@@ -231,6 +264,9 @@ def _record_epoch(run: dict[str, Any], row: dict[str, Any], model: nn.Module, ep
 
 def _save_checkpoints(out: Path, run: dict[str, Any], improved: bool, model: nn.Module, st: _Steppers,
                       cfg: dict[str, Any], meta: dict[str, Any]) -> None:
+    if not distributed.is_main():  # rank 0 writes; the barrier below lets no rank run ahead of the files
+        distributed.barrier()
+        return
     if improved:  # best.pt first: last.pt must never point at a best that is not on disk
         best = run["best"]
         save_model(out / "best.pt", best["state"], config=cfg, meta=meta, epoch=best["epoch"], score=best["score"])
@@ -238,35 +274,55 @@ def _save_checkpoints(out: Path, run: dict[str, Any], improved: bool, model: nn.
         **run, "model": model.state_dict(), "optimizer": st.optimizer.state_dict(),
         "scheduler": st.scheduler.state_dict(), "scaler": st.scaler.state_dict(),
         "generator": st.generator.get_state(), "config": cfg, "meta": meta})
+    distributed.barrier()
 
 
-def _train_epoch(model: nn.Module, objective: Objective, st: _Steppers, epoch: int, config: TrainConfig,
-                 progress: bool) -> dict[str, Any]:
-    """One epoch of optimiser steps; returns its history row (loss, accuracy, lr, throughput)."""
+def _train_epoch(model: nn.Module, objective: Objective,
+                 step_loss: Callable[[Any], tuple[torch.Tensor, torch.Tensor | int, int]], st: _Steppers,
+                 epoch: int, config: TrainConfig, progress: bool) -> dict[str, Any]:
+    """One epoch of optimiser steps; returns its history row (loss, accuracy, lr, throughput).
+    ``step_loss(batch)``: the objective's loss of ``model`` (through DDP under torchrun, where the history
+    row holds the global batches' numbers, the same on every rank)."""
     model.train()
+    world = distributed.world_size()
     loss_sum = torch.zeros((), device=st.device)
     correct_sum = torch.zeros((), device=st.device)
     n_sum = 0
+    n_global = torch.zeros((), dtype=torch.float64, device=st.device)  # under torchrun: no sync per step
     bar = tqdm(total=st.steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
                disable=not progress, dynamic_ncols=True)
     # Layers that draw from the global RNG (dropout) get a stream seeded from the training generator;
-    # seeded_global_rng puts the caller's CPU and CUDA states back afterwards.
+    # seeded_global_rng puts the caller's CPU and CUDA states back afterwards. Under torchrun each rank
+    # gets its own stream (no shipped model has dropout; a mask is then the only draw that depends on the
+    # number of processes).
     seed = int(torch.randint(2**62, (1,), generator=st.generator))
+    if world > 1:
+        seed = derive_seed(seed, f"rank {distributed.rank()}")
     with seeded_global_rng(seed, st.device if st.device.type == "cuda" else None), bar:
         t0 = time.perf_counter()
         for step, batch in enumerate(objective.train_batches(epoch, st.generator)):
             with autocast(st.device, st.amp_dtype):
-                loss, correct, n = objective.loss(model, batch)
+                loss, correct, n = step_loss(batch)
             st.optimizer.zero_grad(set_to_none=True)
-            st.scaler.scale(loss).backward()
+            # Under torchrun loss is this rank's share of the global batch's loss and DDP averages the
+            # gradients over the ranks: world * share makes that average the global batch's gradient.
+            st.scaler.scale(loss * world if world > 1 else loss).backward()
             st.scaler.step(st.optimizer)
             st.scaler.update()
             st.scheduler.step()
-            loss_sum += loss.detach().float() * n
-            correct_sum += correct
-            n_sum += n
+            if world > 1:
+                total = reduce_step(loss, correct, n)  # [global loss, correct, n]
+                loss_sum += total[0] * total[2]
+                correct_sum += total[1]
+                n_global += total[2]
+            else:
+                loss_sum += loss.detach().float() * n
+                correct_sum += correct
+                n_sum += n
             bar.update(1)
             if step % 10 == 0 or step == st.steps - 1:
+                if world > 1:
+                    n_sum = int(n_global.item())
                 mean_loss = loss_sum.item() / n_sum
                 if not math.isfinite(mean_loss):
                     raise FloatingPointError(f"epoch {epoch + 1}, step {step + 1}: the training loss is "

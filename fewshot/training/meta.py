@@ -24,6 +24,7 @@ from torch import nn
 from fewshot.evaluation.generic import evaluate_episodes
 from fewshot.sampling import EpisodeSampler
 from fewshot.training.loop import Objective, TrainConfig
+from fewshot.utils.errors import UserError
 from fewshot.utils.seeding import derive_seed
 
 
@@ -51,6 +52,9 @@ class MetaObjective(Objective):
     :class:`~fewshot.methods.base.FewShotClassifier` interface (:class:`~fewshot.methods.maml.MAML`,
     :class:`~fewshot.methods.anil.ANIL`). Classes with fewer than ``n_shot + n_query`` training rows are
     left out of the tasks (``excluded``).
+
+    Under torchrun (:meth:`distribute`) task ``i`` (the sampler's global episode counter) is meta-trained by
+    rank ``i mod world``; a rank's loss is its tasks' share of the meta-batch's mean.
     """
 
     def __init__(self, features: torch.Tensor, labels: Sequence[int] | np.ndarray, train_indices: Sequence[int],
@@ -82,6 +86,12 @@ class MetaObjective(Objective):
         self.support_labels = self.support_labels.to(device)
         self.query_labels = self.query_labels.to(device)
 
+    def distribute(self, rank: int, world: int) -> None:
+        if self.meta.meta_batch < world:
+            raise UserError(f"meta_batch={self.meta.meta_batch} tasks per step cannot be shared by {world} "
+                            "processes (every one needs a task); raise meta_batch or start fewer processes")
+        self.rank, self.world = rank, world
+
     def steps_per_epoch(self) -> int:
         return self.meta.steps_per_epoch
 
@@ -90,8 +100,11 @@ class MetaObjective(Objective):
         # (seed, epoch), so a resumed run meta-trains on exactly the tasks an uninterrupted one would.
         m, per_epoch = self.meta, self.meta.steps_per_epoch * self.meta.meta_batch
         batch = torch.from_numpy(self.sampler.sample_batch(epoch * per_epoch, per_epoch))  # [T, W, S + Q]
-        for tasks in batch.view(m.steps_per_epoch, m.meta_batch, m.n_way, m.n_shot + m.n_query):
-            yield self.train_features[tasks.to(self.device)]  # [meta_batch, W, S + Q, d]
+        for step, tasks in enumerate(batch.view(m.steps_per_epoch, m.meta_batch, m.n_way, m.n_shot + m.n_query)):
+            if self.world > 1:  # episode i of the sampler on rank i mod world
+                first = epoch * per_epoch + step * m.meta_batch
+                tasks = tasks[[j for j in range(m.meta_batch) if (first + j) % self.world == self.rank]]
+            yield self.train_features[tasks.to(self.device)]  # [meta_batch (this rank's tasks), W, S + Q, d]
 
     def loss(self, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         m, d = self.meta, batch.shape[-1]
@@ -102,7 +115,10 @@ class MetaObjective(Objective):
             loss, right = model.query_loss(support, self.support_labels, query, self.query_labels)
             losses.append(loss)
             correct += right
-        return torch.stack(losses).mean(), correct, len(batch) * len(self.query_labels)
+        loss = torch.stack(losses).mean()
+        if self.world > 1:  # this rank's tasks: their share of the meta-batch's mean
+            loss = loss * (len(batch) / m.meta_batch)
+        return loss, correct, len(batch) * len(self.query_labels)
 
     def validate(self, model: nn.Module) -> float | None:
         if self.val_sampler is None:

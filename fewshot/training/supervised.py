@@ -11,6 +11,7 @@ from torch import nn
 
 from fewshot.data.split import stratified_split
 from fewshot.evaluation.functional import top1_accuracy
+from fewshot.images.augment import augment_uniforms
 from fewshot.images.inference import predict_scores
 from fewshot.images.store import ImageStore
 from fewshot.training.loop import Objective, TrainConfig
@@ -21,6 +22,8 @@ from fewshot.training.losses import (
     log_prior,
     logit_adjusted_cross_entropy,
 )
+from fewshot.utils.distributed import shard
+from fewshot.utils.errors import UserError
 
 
 class SupervisedObjective(Objective):
@@ -32,7 +35,11 @@ class SupervisedObjective(Objective):
     (seeded with ``config.seed``); pass an empty array for no validation. An epoch is
     ``len(train) // batch_size`` full batches of a fresh permutation (the remainder is dropped, so
     BatchNorm never sees a batch of one), or, with ``balanced_sampling``, as many batches drawn with
-    replacement with every class equally likely."""
+    replacement with every class equally likely.
+
+    Under torchrun (:meth:`distribute`) a rank augments and scores images ``i mod world`` of every batch,
+    with the augmentation's random numbers drawn for the whole batch; its loss is its images' share of the
+    batch's (class-weighted) mean."""
 
     def __init__(self, images: np.ndarray, labels: Sequence[int] | np.ndarray, train_indices: Sequence[int],
                  config: TrainConfig, *, val_indices: Sequence[int] | None = None,
@@ -75,6 +82,13 @@ class SupervisedObjective(Objective):
         if self.log_prior is not None:
             self.log_prior = self.log_prior.to(device)
 
+    def distribute(self, rank: int, world: int) -> None:
+        size = min(self.config.batch_size, len(self.train_indices))
+        if size < world:
+            raise UserError(f"batches of {size} images cannot be shared by {world} processes (every one needs an "
+                            "image); raise train.batch_size or start fewer processes")
+        self.rank, self.world = rank, world
+
     def steps_per_epoch(self) -> int:
         return max(1, len(self.train_indices) // self.config.batch_size)
 
@@ -88,12 +102,31 @@ class SupervisedObjective(Objective):
             order = torch.randperm(n, generator=generator)
         for step in range(steps):
             pos = order[step * size:(step + 1) * size]
+            if self.world > 1:
+                yield self._shard(pos, generator)
+                continue
             x = self.store.load(self.train_rows[pos], self.config.augment, generator, self.memory_format)
             yield x, self.labels_on_device[pos.to(self.device)]
 
+    def _shard(self, pos: torch.Tensor,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This rank's part of the global batch at train positions ``pos`` [B]: (images [b, 3, H, W],
+        labels [b], the share of the batch's loss normaliser they hold, a 0-d tensor)."""
+        augment = self.config.augment
+        uniforms = augment_uniforms(len(pos), generator) if augment.enabled else None  # as one process draws
+        mine = shard(torch.arange(len(pos)), of=self.world, at=self.rank)
+        x = self.store.load(self.train_rows[pos[mine]], augment, generator, self.memory_format,
+                            uniforms=None if uniforms is None else uniforms[mine])
+        labels = self.labels_on_device[pos.to(self.device)]
+        # A class-weighted mean divides by the batch's weight sum (torch's weighted cross-entropy, also with
+        # label smoothing): the shard holds its weights' part of it, not len(shard) / B.
+        weight = self.class_weight[labels] if self.class_weight is not None else torch.ones(len(pos), device=self.device)
+        mine = mine.to(self.device)
+        return x, labels[mine], weight[mine].sum() / weight.sum()
+
     def loss(self, model: nn.Module,
-             batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        x, y = batch
+             batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x, y = batch[:2]
         logits = model(x)
         if self.log_prior is None:
             loss = F.cross_entropy(logits.float(), y, weight=self.class_weight,
@@ -101,6 +134,8 @@ class SupervisedObjective(Objective):
         else:  # the prior shifts only the loss's logits: predictions and validation stay prior-free
             loss = logit_adjusted_cross_entropy(logits.float(), y, self.log_prior, self.config.loss_tau,
                                                 weight=self.class_weight, label_smoothing=self.config.label_smoothing)
+        if len(batch) == 3:  # a rank's shard (distribute): its share of the global batch's mean loss
+            loss = loss * batch[2]
         return loss, (logits.argmax(1) == y).sum(), len(y)
 
     def validate(self, model: nn.Module) -> float | None:

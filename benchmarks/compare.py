@@ -1,6 +1,6 @@
 """Compare two finished runs method by method: what pretraining, a new method or a new dataset changed.
 
-    python -m benchmarks.compare RUN_A RUN_B [--markdown]
+    python -m benchmarks.compare RUN_A RUN_B [--json]
 
 For every method and group (transfer head / tail / all; episodic settings) present in either run's
 ``summary.json``: A's and B's figures (macro / micro top-1 / top-5, or episodic mean accuracy) and B - A,
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from fewshot.utils.errors import UserError, run_cli
+from fewshot.utils.io import atomic_write_text
 
 METRICS = ("macro_top1", "macro_top5", "micro_top1", "micro_top5")
 
@@ -54,13 +55,13 @@ def _pct(v: float | None, sign: bool = False) -> str:
     return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
 
 
-def markdown(rows: list[dict], name_a: str, name_b: str) -> str:
-    """Tables per group: one line per method, columns A / B / B-A for each metric."""
+def markdown(rows: list[dict], name_a: str, name_b: str, metrics: tuple[str, ...] = METRICS) -> str:
+    """Tables per group: one line per method, columns A / B / B-A for each of ``metrics`` (transfer
+    groups; the episodic table has one column triple per setting)."""
     out = []
     for group in dict.fromkeys(r["group"] for r in rows):
         sel = [r for r in rows if r["group"] == group]
-        metrics = list(dict.fromkeys(r["metric"] for r in sel))
-        shown = ["macro_top1", "macro_top5"] if group != "episodic" else metrics
+        shown = list(metrics) if group != "episodic" else list(dict.fromkeys(r["metric"] for r in sel))
         title = ("episodic, mean accuracy" if group == "episodic" else "transfer, head + tail jointly"
                  if group == "all" else f"transfer, {group} classes")
         out += [f"### {title} (A = {name_a}, B = {name_b}; %, B - A in points)", "",
@@ -82,13 +83,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("run_a", type=Path, help="the reference run folder (A)")
     p.add_argument("run_b", type=Path, help="the run compared with it (B)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of Markdown tables")
+    p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS), metavar="METRIC",
+                   help=f"the transfer metrics of the Markdown tables (default: all of {', '.join(METRICS)})")
+    p.add_argument("--out", type=Path, help="also write the output to this file")
     p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     return p
 
 
 def main(args: argparse.Namespace) -> list[dict]:
     rows = compare_rows(load_summary(args.run_a), load_summary(args.run_b))
-    print(json.dumps(rows, indent=1) if args.json else markdown(rows, args.run_a.name, args.run_b.name))
+    text = (json.dumps(rows, indent=1) if args.json
+            else markdown(rows, args.run_a.name, args.run_b.name, tuple(args.metrics)))
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text + "\n")
     return rows
 
 

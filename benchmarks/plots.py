@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.methods import method_style
+from benchmarks.plots_overview import buckets, heatmap
 
 
 def write_plots(out: Path, summary: dict, per_class: pd.DataFrame, title: str) -> list[str]:
@@ -28,7 +29,8 @@ def write_plots(out: Path, summary: dict, per_class: pd.DataFrame, title: str) -
         warnings.warn("matplotlib is not installed (pip install 'fewshot[plots]'): no plots written", stacklevel=2)
         return []
     written = []
-    for name, draw in (("per_class_vs_train.png", _per_class), ("shots.png", _shots), ("episodic.png", _episodic)):
+    for name, draw in (("per_class_vs_train.png", _per_class), ("per_class_heatmap.png", heatmap),
+                       ("buckets.png", buckets), ("shots.png", _shots), ("episodic.png", _episodic)):
         fig = draw(plt, summary, per_class, title)
         if fig is None:
             continue

@@ -191,7 +191,8 @@ def test_plots_redraw_from_a_finished_runs_files(smoke_run, tmp_path):
     for png in out.glob("*.png"):
         png.unlink()
     written = plots.main(plots.get_args_parser().parse_args([str(out)]))
-    assert sorted(written) == ["episodic.png", "per_class_vs_train.png", "shots.png"]
+    assert sorted(written) == ["buckets.png", "episodic.png", "per_class_heatmap.png", "per_class_vs_train.png",
+                               "shots.png"]
     assert all((out / name).stat().st_size > 10_000 for name in written)
     with pytest.raises(SystemExit, match="not a finished run: no summary.json"):
         plots.main(plots.get_args_parser().parse_args([str(tmp_path)]))

@@ -40,3 +40,17 @@ def test_compare_prints_json_rows(tmp_path, capsys):
     main(get_args_parser().parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--json"]))
     rows = json.loads(capsys.readouterr().out)
     assert {r["diff"] for r in rows} == {0.0}
+
+
+def test_compare_markdown_has_every_metric_by_default_and_writes_the_chosen_ones_to_a_file(tmp_path, capsys):
+    for name, v in (("a", 0.5), ("b", 0.625)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(_summary({"x": v}, {})))
+    main(get_args_parser().parse_args([str(tmp_path / "a"), str(tmp_path / "b")]))
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| method"))
+    assert header == ("| method | macro_top1 A | B | B-A | macro_top5 A | B | B-A | micro_top1 A | B | B-A "
+                      "| micro_top5 A | B | B-A |")
+    out = tmp_path / "diff.md"
+    main(get_args_parser().parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--metrics", "micro_top1",
+                                       "--out", str(out)]))
+    assert "| x | 50.0 | 62.5 | +12.5 |\n" in out.read_text()

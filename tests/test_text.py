@@ -82,6 +82,24 @@ def test_tfidf_encodes_empty_and_unknown_names_as_zero_rows_and_is_deterministic
     assert torch.equal(x, again)
 
 
+def test_encoders_encode_each_distinct_name_once_and_give_repeats_the_same_row():
+    class Counting(TfidfEncoder):
+        seen: list[list[str]] = []
+
+        def _encode(self, names: list[str]) -> torch.Tensor:
+            self.seen.append(list(names))
+            return super()._encode(names)
+
+    enc = Counting(max_features=64).fit(["Levis Men Blue Jeans", "Titan Men Watch", "Nike Women Shoes"])
+    names = ["Titan Men Watch", "Levis Jeans", " Titan Men Watch", "", "Levis Jeans", None, "Nike Women Shoes"]
+    x = enc.transform(names)
+    assert enc.seen == [["Titan Men Watch", "Levis Jeans", "Nike Women Shoes"]]
+    one_by_one = torch.cat([TfidfEncoder(max_features=64).fit(["Levis Men Blue Jeans", "Titan Men Watch",
+                                                               "Nike Women Shoes"]).transform([n]) for n in names])
+    assert torch.equal(x, one_by_one)
+    assert torch.equal(x[0], x[2]) and torch.all(x[[3, 5]] == 0)
+
+
 def test_tfidf_refuses_train_names_that_are_all_empty():
     with pytest.raises(UserError, match="no train image has a product name"):
         TfidfEncoder().fit(["", None, "  "])

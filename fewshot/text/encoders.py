@@ -38,10 +38,14 @@ class TextEncoder(ABC):
     def transform(self, names: Sequence[str | None]) -> Tensor:
         """[n, d] float32 features; the rows of empty or missing names are zero."""
         texts = [(n or "").strip() for n in names]
-        filled = [i for i, t in enumerate(texts) if t]
+        # A catalogue repeats titles (44k products, 31k distinct names): each distinct one is encoded once.
+        unique = list(dict.fromkeys(t for t in texts if t))
         out = torch.zeros(len(texts), self.dim)
-        if filled:
-            out[torch.tensor(filled)] = self._encode([texts[i] for i in filled]).float()
+        if unique:
+            encoded = self._encode(unique).float()
+            position = {t: i for i, t in enumerate(unique)}
+            filled = [i for i, t in enumerate(texts) if t]
+            out[torch.tensor(filled)] = encoded[torch.tensor([position[texts[i]] for i in filled])]
         return out
 
     @property

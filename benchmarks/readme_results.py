@@ -1,0 +1,136 @@
+"""The README's results tables, written from committed run files only, and checked against them.
+
+    python -m benchmarks.readme_results            # rewrite README.md's tables from the committed runs
+    python -m benchmarks.readme_results --check    # exit 1 when a README table differs from the files
+
+Each table sits in README.md between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``, made from
+``benchmarks/results/cpu/summary.json`` (the main run) and ``benchmarks/results/cpu-scratch/summary.json``
+(its from-scratch counterpart, one column), with the seed's and the best published figures beside them.
+Rows are sorted by macro top-1 within each input (image, then product name): the answer reads top down.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from benchmarks.report import PUBLISHED_EPISODIC, SEED_REFERENCE
+from fewshot.evaluation import BUCKETS
+from fewshot.utils.errors import UserError, run_cli
+from fewshot.utils.io import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN, SCRATCH = ROOT / "benchmarks/results/cpu", ROOT / "benchmarks/results/cpu-scratch"
+TEXT_METHODS = {"text": "name", "fusion_gate": "image + name", "fusion_product": "image + name"}
+EPISODIC_SETTINGS = ("2w1s", "2w5s", "5w1s", "5w5s", "15w1s", "15w5s")
+_GROUP_TITLES = {"head": "head classes (20-way)", "tail": "tail classes", "all": "all classes, one joint classifier"}
+
+
+def pct(value: float | None) -> str:
+    """A fraction as the README prints it: percent with one decimal, "–" when missing."""
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _order(rows: dict) -> list[str]:
+    """Image methods, then the name-reading ones, each by macro top-1 (best first; ties by name)."""
+    return sorted(rows, key=lambda m: (m in TEXT_METHODS, -rows[m]["macro_top1"], m))
+
+
+def transfer_table(group: str, main: dict, scratch: dict) -> str:
+    rows = main["transfer"][group]
+    other = scratch.get("transfer", {}).get(group, {})
+    joint = group == "all"
+    head = ("| method | input | macro top-1 | macro top-5 | micro top-1 |"
+            + (" head / tail macro top-1 |" if joint else "") + " Many | Medium | Few | from scratch |")
+    lines = [head, "|---|---|" + "---:|" * (7 + joint)]
+    for m in _order(rows):
+        r = rows[m]
+        buckets = " | ".join(pct((r.get("buckets") or {}).get(b)) for b in BUCKETS)
+        split = f" {pct(r.get('head_macro_top1'))} / {pct(r.get('tail_macro_top1'))} |" if joint else ""
+        lines.append(f"| `{m}` | {TEXT_METHODS.get(m, 'image')} | {pct(r['macro_top1'])} | {pct(r['macro_top5'])} | "
+                     f"{pct(r['micro_top1'])} |{split} {buckets} | {pct(other.get(m, {}).get('macro_top1'))} |")
+    if group in SEED_REFERENCE:
+        blank = " – |" * (4 + joint)
+        for label, key in (("seed notebook, per-class mean (ResNet50, ImageNet, 224 px)", "notebook_macro"),
+                           ("seed, as published", "published")):
+            top1, top5 = SEED_REFERENCE[group][key]
+            lines.append(f"| {label} | image | {pct(top1)} | {pct(top5)} |{blank} – |")
+    return "\n".join(lines)
+
+
+def episodic_table(main: dict, scratch: dict) -> str:
+    rows = main["episodic"]
+    settings = [s for s in EPISODIC_SETTINGS if any(s in r for r in rows.values())]
+    lines = ["| method | " + " | ".join(settings) + " | from scratch 5w1s / 5w5s |",
+             "|---|" + "---:|" * (len(settings) + 1)]
+    for m in sorted(rows, key=lambda m: (-rows[m].get("5w1s", {}).get("mean", 0), m)):
+        cells = [f"{pct(rows[m][s]['mean'])} ± {pct(rows[m][s]['ci95'])}" if s in rows[m] else "–" for s in settings]
+        other = scratch.get("episodic", {}).get(m, {})
+        lines.append(f"| `{m}` | " + " | ".join(cells)
+                     + f" | {pct(other.get('5w1s', {}).get('mean'))} / {pct(other.get('5w5s', {}).get('mean'))} |")
+    published = [f"{PUBLISHED_EPISODIC[s]:.1f}" if s in PUBLISHED_EPISODIC else "–" for s in settings]
+    lines.append("| best published (Conv4 ProtoNet, 80x60, from scratch) | " + " | ".join(published) + " | – |")
+    return "\n".join(lines)
+
+
+def tables(main: dict, scratch: dict) -> dict[str, str]:
+    """{block name: Markdown table} for every group the main run reports."""
+    out = {f"transfer-{g}": transfer_table(g, main, scratch) for g in ("tail", "head", "all")
+           if main.get("transfer", {}).get(g)}
+    if main.get("episodic"):
+        out["episodic"] = episodic_table(main, scratch)
+    return out
+
+
+def load(run: Path) -> dict:
+    path = run / "summary.json"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; the README's tables are written from committed runs")
+    return json.loads(path.read_text())
+
+
+def _block(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- results:{re.escape(name)} -->\n)(.*?)(\n<!-- /results:{re.escape(name)} -->)", re.S)
+
+
+def blocks(readme: str) -> dict[str, str]:
+    """{name: content} of the README's marked result blocks."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"<!-- results:([\w-]+) -->\n(.*?)\n<!-- /results:\1 -->",
+                                                        readme, re.S)}
+
+
+def update(readme: str, generated: dict[str, str]) -> str:
+    for name, table in generated.items():
+        pattern = _block(name)
+        if not pattern.search(readme):
+            raise UserError(f"README.md has no <!-- results:{name} --> ... <!-- /results:{name} --> block")
+        readme = pattern.sub(lambda m: m.group(1) + table + m.group(3), readme)
+    return readme
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.readme_results", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 when a table is stale")
+    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    readme = args.readme.read_text()
+    updated = update(readme, tables(load(MAIN), load(SCRATCH)))
+    if args.check:
+        stale = [n for n, v in blocks(updated).items() if blocks(readme).get(n) != v]
+        print(f"stale README tables: {', '.join(stale)}" if stale else "README tables match the committed runs")
+        return 1 if stale else 0
+    if updated != readme:
+        atomic_write_text(args.readme, updated)
+    print(f"wrote {', '.join(blocks(updated))} into {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.readme_results"))

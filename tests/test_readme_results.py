@@ -1,0 +1,60 @@
+"""The README's result tables are written from, and checked against, the committed run files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import readme_results as rr
+from fewshot.utils.errors import UserError
+
+
+def _row(top1: float) -> dict:
+    return {"macro_top1": top1, "macro_top5": 0.9, "micro_top1": 0.6,
+            "buckets": {"many": 0.7, "medium": None, "few": 0.125}}
+
+
+MAIN = {"transfer": {"tail": {"two_stage": _row(0.45), "tau_norm": _row(0.508), "text": _row(0.794)}},
+        "episodic": {"protonet": {"5w1s": {"mean": 0.716, "ci95": 0.008}},
+                     "maml": {"5w1s": {"mean": 0.754, "ci95": 0.0081}}}}
+SCRATCH = {"transfer": {"tail": {"two_stage": _row(0.424)}}, "episodic": {"protonet": {"5w1s": {"mean": 0.773}}}}
+
+
+def test_transfer_table_lists_image_methods_then_name_methods_each_best_first_with_the_scratch_figure():
+    lines = rr.transfer_table("tail", MAIN, SCRATCH).splitlines()
+    assert lines[0].count("|") - 1 == lines[1].count("|") - 1 == 9  # as many separator cells as columns
+    assert [line.split(" | ")[0] for line in lines[2:5]] == ["| `tau_norm`", "| `two_stage`", "| `text`"]
+    assert lines[3] == "| `two_stage` | image | 45.0 | 90.0 | 60.0 | 70.0 | – | 12.5 | 42.4 |"
+    assert lines[-1] == "| seed, as published | image | 77.0 | 85.0 | – | – | – | – | – |"
+
+
+def test_episodic_table_sorts_by_5way_1shot_and_ends_with_the_published_figures():
+    lines = rr.episodic_table(MAIN, SCRATCH).splitlines()
+    assert lines[2] == "| `maml` | 75.4 ± 0.8 | – / – |"
+    assert lines[3] == "| `protonet` | 71.6 ± 0.8 | 77.3 / – |"
+    assert lines[-1] == "| best published (Conv4 ProtoNet, 80x60, from scratch) | 78.8 | – |"
+
+
+def test_update_rewrites_only_the_marked_blocks_and_check_reports_stale_ones(tmp_path, monkeypatch, capsys):
+    runs = {}
+    for name, summary in (("cpu", MAIN), ("cpu-scratch", SCRATCH)):
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        (runs[name] / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setattr(rr, "MAIN", runs["cpu"])
+    monkeypatch.setattr(rr, "SCRATCH", runs["cpu-scratch"])
+    readme = tmp_path / "README.md"
+    readme.write_text("intro 50.8\n<!-- results:transfer-tail -->\nold\n<!-- /results:transfer-tail -->\n"
+                      "<!-- results:episodic -->\n\n<!-- /results:episodic -->\nend\n")
+    assert rr.main(rr.get_args_parser().parse_args(["--readme", str(readme), "--check"])) == 1
+    assert "stale README tables: transfer-tail, episodic" in capsys.readouterr().out
+    assert rr.main(rr.get_args_parser().parse_args(["--readme", str(readme)])) == 0
+    text = readme.read_text()
+    assert text.startswith("intro 50.8\n<!-- results:transfer-tail -->\n| method |") and text.endswith("end\n")
+    assert rr.blocks(text)["transfer-tail"] == rr.transfer_table("tail", MAIN, SCRATCH)
+    assert rr.main(rr.get_args_parser().parse_args(["--readme", str(readme), "--check"])) == 0
+
+
+def test_update_refuses_a_readme_without_the_block_a_table_needs():
+    with pytest.raises(UserError, match="no <!-- results:episodic --> "):
+        rr.update("no blocks here", {"episodic": "| x |"})

@@ -38,11 +38,16 @@ class RunContext:
 
     def features(self, checkpoint: str | Path, rows: np.ndarray, backbone: str | None = None) -> torch.Tensor:
         """Embeddings [len(rows), D] of ``images[rows]`` by ``backbone`` (default: the config's) with the
-        weights in ``checkpoint`` (a path, or "imagenet"). Cached in the shared feature cache
+        weights in ``checkpoint`` (a path, or "imagenet": then every image is embedded once, and sliced).
+        Cached in the shared feature cache
         ($FEWSHOT_CACHE/features, keyed by the weights' bytes, the pixels, the rows and the precision), not
         in the run folder: runs that reuse a phase share its features, and ``fewshot cache --prune`` frees
         them."""
         cfg = self.cfg
-        return cached_features(checkpoint, backbone or cfg.backbone, self.images, self.image_key, rows,
-                               device=cfg.device, cpu_amp=cfg.cpu_amp,
-                               batch_size=cfg.evaluation.batch_size, progress=self.progress)
+        # Frozen ImageNet weights embed every image once: both protocols, the meta-learners and their
+        # validation rows read slices of one cache entry instead of re-embedding the images they share.
+        shared = str(checkpoint) == "imagenet"
+        feats = cached_features(checkpoint, backbone or cfg.backbone, self.images, self.image_key,
+                                None if shared else rows, device=cfg.device, cpu_amp=cfg.cpu_amp,
+                                batch_size=cfg.evaluation.batch_size, progress=self.progress)
+        return feats[torch.as_tensor(np.asarray(rows, dtype=np.int64))] if shared else feats

@@ -34,9 +34,24 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
     return versions
 
 
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The CPU's marketing name (Linux ``model name``), else ``platform.processor()``, else ``"unknown"``."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
+    # The CPU model and its vector ISA are recorded because CPU timings, and whether bf16 autocast
+    # pays at all (emulated without AVX512-BF16/AMX), depend on them.
     info: dict[str, Any] = {
-        "python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "device": str(device),
     }
     if device.type == "cuda":

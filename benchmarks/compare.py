@@ -1,6 +1,6 @@
 """Compare two finished runs method by method: what pretraining, a new method or a new dataset changed.
 
-    python -m benchmarks.compare RUN_A RUN_B [--json]
+    python -m benchmarks.compare RUN_A RUN_B [--metrics M ...] [--common] [--out FILE] [--json]
 
 For every method and group (transfer head / tail / all; episodic settings) present in either run's
 ``summary.json``: A's and B's figures (macro / micro top-1 / top-5, or episodic mean accuracy) and B - A,
@@ -44,6 +44,12 @@ def compare_rows(a: dict, b: dict) -> list[dict]:
     return rows
 
 
+def common_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the (group, method) pairs that both runs report: what changed, not what is new."""
+    both = {(r["group"], r["method"]) for r in rows if r["a"] is not None and r["b"] is not None}
+    return [r for r in rows if (r["group"], r["method"]) in both]
+
+
 def _row(group: str, method: str, metric: str, a: float | None, b: float | None) -> dict:
     diff = b - a if a is not None and b is not None else None
     return {"group": group, "method": method, "metric": metric, "a": a, "b": b, "diff": diff}
@@ -55,16 +61,17 @@ def _pct(v: float | None, sign: bool = False) -> str:
     return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
 
 
-def markdown(rows: list[dict], name_a: str, name_b: str, metrics: tuple[str, ...] = METRICS) -> str:
+def markdown(rows: list[dict], name_a: str, name_b: str, metrics: tuple[str, ...] = METRICS,
+             heading: str = "###") -> str:
     """Tables per group: one line per method, columns A / B / B-A for each of ``metrics`` (transfer
-    groups; the episodic table has one column triple per setting)."""
+    groups; the episodic table has one column triple per setting), each under a ``heading`` title."""
     out = []
     for group in dict.fromkeys(r["group"] for r in rows):
         sel = [r for r in rows if r["group"] == group]
         shown = list(metrics) if group != "episodic" else list(dict.fromkeys(r["metric"] for r in sel))
         title = ("episodic, mean accuracy" if group == "episodic" else "transfer, head + tail jointly"
                  if group == "all" else f"transfer, {group} classes")
-        out += [f"### {title} (A = {name_a}, B = {name_b}; %, B - A in points)", "",
+        out += [f"{heading} {title} (A = {name_a}, B = {name_b}; %, B - A in points)", "",
                 "| method | " + " | ".join(f"{m} A | B | B-A" for m in shown) + " |",
                 "|---|" + "---:|---:|---:|" * len(shown)]
         for method in dict.fromkeys(r["method"] for r in sel):
@@ -85,6 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of Markdown tables")
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS), metavar="METRIC",
                    help=f"the transfer metrics of the Markdown tables (default: all of {', '.join(METRICS)})")
+    p.add_argument("--common", action="store_true", help="only the methods that both runs report, per group")
     p.add_argument("--out", type=Path, help="also write the output to this file")
     p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     return p
@@ -92,6 +100,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> list[dict]:
     rows = compare_rows(load_summary(args.run_a), load_summary(args.run_b))
+    if args.common:
+        rows = common_rows(rows)
     text = (json.dumps(rows, indent=1) if args.json
             else markdown(rows, args.run_a.name, args.run_b.name, tuple(args.metrics)))
     print(text)

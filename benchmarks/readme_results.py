@@ -7,6 +7,8 @@ Each table sits in README.md between ``<!-- results:NAME -->`` and ``<!-- /resul
 ``benchmarks/results/cpu/summary.json`` (the main run) and ``benchmarks/results/cpu-scratch/summary.json``
 (its from-scratch counterpart, one column), with the seed's and the best published figures beside them.
 Rows are sorted by macro top-1 within each input (image, then product name): the answer reads top down.
+The ``scratch-vs-pretrained`` block is ``python -m benchmarks.compare benchmarks/results/cpu-scratch
+benchmarks/results/cpu --common --metrics macro_top1 macro_top5``, with ``####`` headings.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+from benchmarks import compare
 from benchmarks.report import PUBLISHED_EPISODIC, SEED_REFERENCE
 from fewshot.evaluation import BUCKETS
 from fewshot.utils.errors import UserError, run_cli
@@ -25,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAIN, SCRATCH = ROOT / "benchmarks/results/cpu", ROOT / "benchmarks/results/cpu-scratch"
 TEXT_METHODS = {"text": "name", "fusion_gate": "image + name", "fusion_product": "image + name"}
 EPISODIC_SETTINGS = ("2w1s", "2w5s", "5w1s", "5w5s", "15w1s", "15w5s")
-_GROUP_TITLES = {"head": "head classes (20-way)", "tail": "tail classes", "all": "all classes, one joint classifier"}
+COMPARED = ("macro_top1", "macro_top5")
 
 
 def pct(value: float | None) -> str:
@@ -81,6 +84,9 @@ def tables(main: dict, scratch: dict) -> dict[str, str]:
            if main.get("transfer", {}).get(g)}
     if main.get("episodic"):
         out["episodic"] = episodic_table(main, scratch)
+    rows = compare.common_rows(compare.compare_rows(scratch, main))
+    if rows:
+        out["scratch-vs-pretrained"] = compare.markdown(rows, SCRATCH.name, MAIN.name, COMPARED, heading="####").rstrip()
     return out
 
 

@@ -54,3 +54,15 @@ def test_compare_markdown_has_every_metric_by_default_and_writes_the_chosen_ones
     main(get_args_parser().parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--metrics", "micro_top1",
                                        "--out", str(out)]))
     assert "| x | 50.0 | 62.5 | +12.5 |\n" in out.read_text()
+
+
+def test_compare_common_keeps_only_the_methods_both_runs_report_in_each_group(tmp_path, capsys):
+    runs = {"a": _summary({"two_stage": 0.40, "protonet": 0.30}, {"protonet": 0.70, "maml": 0.6}),
+            "b": _summary({"two_stage": 0.55, "tau_norm": 0.50}, {"protonet": 0.80})}
+    for name, summary in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    rows = main(get_args_parser().parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--common"]))
+    assert {(r["group"], r["method"]) for r in rows} == {("tail", "two_stage"), ("episodic", "protonet")}
+    assert "tau_norm" not in capsys.readouterr().out
+    assert markdown(rows, "a", "b", ("macro_top1",), heading="####").startswith("#### transfer, tail classes")

@@ -45,9 +45,10 @@ def test_update_rewrites_only_the_marked_blocks_and_check_reports_stale_ones(tmp
     monkeypatch.setattr(rr, "SCRATCH", runs["cpu-scratch"])
     readme = tmp_path / "README.md"
     readme.write_text("intro 50.8\n<!-- results:transfer-tail -->\nold\n<!-- /results:transfer-tail -->\n"
-                      "<!-- results:episodic -->\n\n<!-- /results:episodic -->\nend\n")
+                      "<!-- results:episodic -->\n\n<!-- /results:episodic -->\n"
+                      "<!-- results:scratch-vs-pretrained -->\n\n<!-- /results:scratch-vs-pretrained -->\nend\n")
     assert rr.main(rr.get_args_parser().parse_args(["--readme", str(readme), "--check"])) == 1
-    assert "stale README tables: transfer-tail, episodic" in capsys.readouterr().out
+    assert "stale README tables: transfer-tail, episodic, scratch-vs-pretrained" in capsys.readouterr().out
     assert rr.main(rr.get_args_parser().parse_args(["--readme", str(readme)])) == 0
     text = readme.read_text()
     assert text.startswith("intro 50.8\n<!-- results:transfer-tail -->\n| method |") and text.endswith("end\n")
@@ -58,3 +59,10 @@ def test_update_rewrites_only_the_marked_blocks_and_check_reports_stale_ones(tmp
 def test_update_refuses_a_readme_without_the_block_a_table_needs():
     with pytest.raises(UserError, match="no <!-- results:episodic --> "):
         rr.update("no blocks here", {"episodic": "| x |"})
+
+
+def test_tables_include_the_compare_output_for_the_methods_both_runs_report():
+    block = rr.tables(MAIN, SCRATCH)["scratch-vs-pretrained"]
+    assert block.startswith("#### transfer, tail classes (A = cpu-scratch, B = cpu; %, B - A in points)")
+    assert "| two_stage | 42.4 | 45.0 | +2.6 | 90.0 | 90.0 | +0.0 |" in block
+    assert "tau_norm" not in block and "| protonet | 77.3 | 71.6 | -5.7 |" in block

@@ -82,7 +82,7 @@ TEXT_TAIL_VAL = MAIN["choices"]["text"][T]["val_macro_top1"]
 COMMON = readme_results.compare.common_rows(readme_results.compare.compare_rows(SCRATCH, MAIN))
 
 
-def SPREAD(group: str) -> tuple[str, str]:  # noqa: N802 - reads as a figure in FIGURES
+def spread(group: str) -> tuple[str, str]:
     """The smallest and largest pretrained - scratch macro top-1 gain in a transfer group."""
     diffs = sorted(r["diff"] for r in COMMON if r["group"] == group and r["metric"] == "macro_top1")
     return f"{100 * diffs[0]:+.1f}", f"{100 * diffs[-1]:+.1f}"
@@ -174,7 +174,7 @@ FIGURES: list[str] = [
     f"{gain(tr(T, 'protonet', run=SCRATCH), tr(T, 'protonet'))} for `protonet`, against "
     f"{gain(tr(T, 'two_stage', run=SCRATCH), tr(T, 'two_stage'))} for `two_stage` and "
     f"{gain(tr(T, 'centroid_stage2', run=SCRATCH), tr(T, 'centroid_stage2'))} for `centroid_stage2`",
-    f"on the head {SPREAD(H)[0]} to {SPREAD(H)[1]}.",
+    f"on the head {spread(H)[0]} to {spread(H)[1]}.",
     f"by {EPISODIC_LOSS[0]:.1f} to {EPISODIC_LOSS[-1]:.1f} points",
     f"`centroid_stage2` ({pct(tr(T, 'centroid_stage2', run=SCRATCH))}) and `two_stage` "
     f"({pct(tr(T, 'two_stage', run=SCRATCH))}), and the episodic ProtoNet (5-way {pct(ep('protonet', '5w1s', SCRATCH))} / "

@@ -115,6 +115,18 @@ def _pct(v: float | None, digits: int = 1) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.{digits}f}"
 
 
+def _wall_words(run: dict) -> str:
+    """This attempt's wall time; a resumed run also gives what its phases took across every attempt, since
+    the reused phases' time is not in this attempt's clock."""
+    words = f"{run['wall_seconds'] / 60:.1f} min"
+    reused = run.get("reused_phases") or []
+    if run.get("resumed") and reused:
+        total = sum(run.get("phase_seconds", {}).values()) / 60
+        words += (f" (this attempt, resumed; its phases took {total:.1f} min across every attempt, "
+                  f"{len(reused)} of them finished by an earlier one)")
+    return words
+
+
 def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
     overrides = " ".join(run.get("overrides", []))
     lines = [f"# Benchmark `{run['config']}`" + (f" with `{overrides}`" if overrides else ""), ""]
@@ -122,7 +134,7 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
         lines += ["**SYNTHETIC DATA** (written by `fewshot synth`): these numbers say nothing about the real "
                   "catalogue; they only show that the pipeline runs.", ""]
     lines += [f"Data: {run['dataset']['root']} ({run['dataset']['n_images']} images). Git {run['git_revision']}, "
-              f"seed {run['seed']}, device {run['device']}, wall time {run['wall_seconds'] / 60:.1f} min."
+              f"seed {run['seed']}, device {run['device']}, wall time {_wall_words(run)}."
               + (f" Config overrides: `{overrides}`." if overrides else "")
               + (f" Changed on resume: {'; '.join(run['changed_on_resume'])}." if run.get("changed_on_resume") else ""),
               "",

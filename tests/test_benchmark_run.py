@@ -163,7 +163,14 @@ def test_killed_smoke_run_resumes_to_the_same_results(smoke_run, tmp_path):
     first = json.loads((smoke_run / "summary.json").read_text())
     again = json.loads((out / "summary.json").read_text())
     assert first == again
-    assert json.loads((out / "run.json").read_text())["resumed"] is True
+    run = json.loads((out / "run.json").read_text())
+    assert run["resumed"] is True and "stage1" in run["reused_phases"]
+    # this attempt's clock misses the reused phases: the summary gives their total beside it
+    total = sum(run["phase_seconds"].values()) / 60
+    assert (f"wall time {run['wall_seconds'] / 60:.1f} min (this attempt, resumed; its phases took {total:.1f} min "
+            f"across every attempt, {len(run['reused_phases'])} of them finished by an earlier one)"
+            in (out / "summary.md").read_text())
+    assert "(this attempt" not in (smoke_run / "summary.md").read_text()
 
 
 def test_resume_accepts_a_fresh_copy_of_the_same_images_and_refuses_changed_ones(smoke_run, tmp_path):

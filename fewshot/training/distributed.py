@@ -72,9 +72,10 @@ class GlobalBatchNorm(_BatchNorm):
     :class:`torch.nn.SyncBatchNorm` does on CUDA, for the CPU (gloo). Evaluation mode is plain batch norm.
 
     The mean and the variance are computed in two all-reduced passes (sums in float64: a variance from
-    E[x^2] - E[x]^2 would lose digits), so they equal one process's statistics of the global batch to
-    float32 rounding; the running statistics follow ``nn.BatchNorm``'s update rule (unbiased variance,
-    ``momentum=None`` is the cumulative average)."""
+    E[x^2] - E[x]^2 would lose digits), so they equal one process's statistics of the global batch to the
+    rounding of the input's precision (float32 at least; a float64 model's in float64); the running
+    statistics follow ``nn.BatchNorm``'s update rule (unbiased variance, ``momentum=None`` is the
+    cumulative average)."""
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
@@ -90,7 +91,8 @@ class GlobalBatchNorm(_BatchNorm):
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         dims = [0, *range(2, x.dim())]
         view = [1, -1] + [1] * (x.dim() - 2)
-        xf = x.float()  # statistics in float32 at least, as torch's batch norm under autocast
+        # Statistics in float32 at least, as torch's batch norm under autocast; a float64 input stays float64.
+        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
         local_count = xf.new_full((1,), xf.numel() // xf.shape[1], dtype=torch.float64)
         sums = _AllReduceSum.apply(torch.cat([xf.sum(dims, dtype=torch.float64), local_count]))
         count = sums[-1].detach()

@@ -122,7 +122,8 @@ class EpisodicObjective(Objective):
 
     def loss(self, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         e = self.episodes
-        feats = model.embed(batch).float()
+        feats = model.embed(batch)
+        feats = feats if feats.dtype in (torch.float32, torch.float64) else feats.float()  # autocast: fp16/bf16 up
         n_support = e.n_way * e.n_shot
         if self.world > 1:
             n_query = len(self.query_labels)

@@ -120,7 +120,10 @@ class SupervisedObjective(Objective):
         labels = self.labels_on_device[pos.to(self.device)]
         # A class-weighted mean divides by the batch's weight sum (torch's weighted cross-entropy, also with
         # label smoothing): the shard holds its weights' part of it, not len(shard) / B.
-        weight = self.class_weight[labels] if self.class_weight is not None else torch.ones(len(pos), device=self.device)
+        # In float64 (rounded once to the loss's dtype in :meth:`loss`), so that the ranks' shares sum to 1 to
+        # the rounding of the training precision, float64 training included.
+        weight = self.class_weight[labels].double() if self.class_weight is not None \
+            else torch.ones(len(pos), dtype=torch.float64, device=self.device)
         mine = mine.to(self.device)
         return x, labels[mine], weight[mine].sum() / weight.sum()
 
@@ -128,14 +131,16 @@ class SupervisedObjective(Objective):
              batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, int]:
         x, y = batch[:2]
         logits = model(x)
+        # The loss in float32 at least: half-precision logits (autocast) are upcast, a float64 model's kept.
+        z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        weight = None if self.class_weight is None else self.class_weight.to(z.dtype)
         if self.log_prior is None:
-            loss = F.cross_entropy(logits.float(), y, weight=self.class_weight,
-                                   label_smoothing=self.config.label_smoothing)
+            loss = F.cross_entropy(z, y, weight=weight, label_smoothing=self.config.label_smoothing)
         else:  # the prior shifts only the loss's logits: predictions and validation stay prior-free
-            loss = logit_adjusted_cross_entropy(logits.float(), y, self.log_prior, self.config.loss_tau,
-                                                weight=self.class_weight, label_smoothing=self.config.label_smoothing)
+            loss = logit_adjusted_cross_entropy(z, y, self.log_prior, self.config.loss_tau,
+                                                weight=weight, label_smoothing=self.config.label_smoothing)
         if len(batch) == 3:  # a rank's shard (distribute): its share of the global batch's mean loss
-            loss = loss * batch[2]
+            loss = loss * batch[2].to(loss.dtype)
         return loss, (logits.argmax(1) == y).sum(), len(y)
 
     def validate(self, model: nn.Module) -> float | None:

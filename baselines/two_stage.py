@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pickle
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from fewshot.training.checkpoint import check_resumable, load_training_state
 from fewshot.training.loop import TrainConfig, fit
 from fewshot.training.supervised import SupervisedObjective
 from fewshot.utils import distributed
-from fewshot.utils.io import atomic_torch_save
+from fewshot.utils.records import load_record, record, save_record
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TwoStageConfig:
                                                                           val_min_per_class=0))
 
 
+@record
 @dataclass(frozen=True)
 class StageOutput:
     """Scores [n_test, C] of one stage on its test images, with targets [n_test] and the checkpoint."""
@@ -72,8 +74,9 @@ def run_stage(
         if (out_dir / "last.pt").exists():
             check_resumable(out_dir / "last.pt", load_training_state(out_dir / "last.pt")["config"],
                             dataclasses.asdict(config), defaults=dataclasses.asdict(TrainConfig()))
-        saved = torch.load(done, weights_only=False)
-        return StageOutput(**{**saved, "checkpoint": Path(saved["checkpoint"])})
+        saved = _load_scores(done)
+        if saved is not None:
+            return saved
     start = time.perf_counter()
     train_idx = getattr(protocol, f"{group}_train")
     test_idx = getattr(protocol, f"{group}_test")
@@ -86,9 +89,18 @@ def run_stage(
     out = StageOutput(scores, torch.from_numpy(protocol.targets(test_idx, group)), np.asarray(test_idx),
                       tuple(classes), out_dir / "best.pt", result.history, time.perf_counter() - start)
     if distributed.is_main():  # under torchrun every rank scored the test images (sharded); rank 0 writes
-        atomic_torch_save({**out.__dict__, "checkpoint": str(out.checkpoint)}, done)
+        save_record(out, done)
     distributed.barrier()
     return out
+
+
+def _load_scores(path: Path) -> StageOutput | None:
+    """A finished stage's scores; None for a file of an older version (a pickle, which is never loaded: the
+    stage's finished training is then picked up from its checkpoints and only the scoring runs again)."""
+    try:
+        return load_record(path)
+    except (pickle.UnpicklingError, TypeError, KeyError):
+        return None
 
 
 def train_stage1(
@@ -179,9 +191,10 @@ def _guard_resume(out: Path, config: TwoStageConfig, ds: object) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from fewshot.cli import data_dir, parse_size
+    from fewshot.cli import parse_size
     from fewshot.config import load_config, to_toml
     from fewshot.data.dataset import FashionProducts
+    from fewshot.data.layouts import data_dir
     from fewshot.evaluation import per_class_topk
     from fewshot.utils.io import atomic_write_json, atomic_write_text
 

@@ -12,14 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from baselines.two_stage import TwoStageConfig
-from benchmarks.methods import (
-    FUSION_METHODS,
-    available_method_names,
-    check_fusion_image_method,
-    check_methods,
-    check_text,
-    get_method,
-)
+from fewshot.methods.fusion_functional import DEFAULT_THRESHOLDS
 from fewshot.models.backbones import available_backbones
 from fewshot.training.episodic import EpisodeConfig
 from fewshot.training.loop import TrainConfig
@@ -198,7 +191,7 @@ class FusionConfig:
 
     image_method: str = "tau_norm"
     val_fraction: float = 0.2
-    thresholds: tuple[float, ...] = tuple(i / 20 for i in range(21))
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -240,8 +233,9 @@ class BenchmarkConfig:
     backbone: str = "resnet18"
     weights: str = "none"
     freeze_backbone: bool = False
-    # every registered method (benchmarks/methods.py) whose extras are installed, in the registry's order
-    methods: tuple[str, ...] = field(default_factory=available_method_names)
+    # the methods to run; empty: every registered method whose extras are installed, in the registry's order
+    # (benchmarks.registry.methods.resolve_config fills it in, and checks every name, when a run starts)
+    methods: tuple[str, ...] = ()
     # the frozen ImageNet backbone of centroid_imagenet ("pretraining alone"), whatever ``backbone`` is
     reference_backbone: str = "efficientnet_lite0"
     val_classes: float = 0.2
@@ -261,7 +255,6 @@ class BenchmarkConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        check_methods(self.methods)
         if not _DEVICE.fullmatch(self.device):
             raise ValueError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
         for key in ("backbone", "reference_backbone"):
@@ -269,10 +262,6 @@ class BenchmarkConfig:
                 raise ValueError(f"{key}={getattr(self, key)!r} is unknown; known: {', '.join(available_backbones())}")
         if not 0.0 < self.val_classes < 1.0:
             raise ValueError(f"val_classes={self.val_classes} must lie in (0, 1)")
-        if any(get_method(m).settings and "text" in get_method(m).settings for m in self.methods):
-            check_text(self.text.encoder)
-        if any(m in self.methods for m in FUSION_METHODS):
-            check_fusion_image_method(self.fusion.image_method)
 
     def train(self, which: str) -> TrainConfig:
         """The training table ``which`` with the run's seed, device and cpu_amp applied."""

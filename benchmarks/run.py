@@ -33,19 +33,22 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+import benchmarks.builtin  # noqa: F401  (registers the built-in embeddings and methods)
 from benchmarks.config import BenchmarkConfig
-from benchmarks.context import RunContext
-from benchmarks.embeddings import EMBEDDINGS, EpisodicSplit
-from benchmarks.episodic import run_episodic
-from benchmarks.phases import PhaseStore
-from benchmarks.plots import write_plots
-from benchmarks.report import per_class_table, summary_dict, write_results
-from benchmarks.text import subset_summary
-from benchmarks.transfer import run_transfer
-from fewshot.cli import data_dir
+from benchmarks.engine.context import RunContext
+from benchmarks.engine.episodic_split import EpisodicSplit
+from benchmarks.engine.names import subset_summary
+from benchmarks.engine.phases import PhaseStore
+from benchmarks.protocols.episodic import run_episodic
+from benchmarks.protocols.transfer import run_transfer
+from benchmarks.registry.embeddings import embeddings
+from benchmarks.registry.methods import configured_methods, resolve_config
+from benchmarks.reports.plots import write_plots
+from benchmarks.reports.summary import per_class_table, summary_dict, write_results
 from fewshot.config import apply_overrides, load_config, to_dict, to_toml
-from fewshot.data.catalog import Catalog, open_dataset
+from fewshot.data.catalog import Catalog
 from fewshot.data.duplicates import dataset_groups, describe_duplicates
+from fewshot.data.layouts import data_dir, open_dataset
 from fewshot.data.protocols import (
     EpisodicProtocol,
     TransferProtocol,
@@ -116,7 +119,8 @@ def _prepare(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, dict]:
             raise UserError(f"--reuse {source}: no phases/ folder there; is it a benchmark run folder?")
     if args.resume:
         return _prepare_resume(args)
-    cfg = load_config(BenchmarkConfig, config_path(args.config), _overrides(args))
+    path = config_path(args.config)
+    cfg = resolve_config(load_config(BenchmarkConfig, path, _overrides(args)), str(path))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{cfg.name}-{stamp}"
     if out.exists() and any(out.iterdir()):
@@ -136,13 +140,14 @@ def _prepare_resume(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, di
     out = args.resume
     if not (out / "config.resolved.toml").is_file():
         raise UserError(f"--resume {out}: no config.resolved.toml there; is it a benchmark run folder?")
-    saved = load_config(BenchmarkConfig, out / "config.resolved.toml")
-    cfg = apply_overrides(saved, _overrides(args))
+    resolved = out / "config.resolved.toml"
+    saved = resolve_config(load_config(BenchmarkConfig, resolved), str(resolved))
+    cfg = resolve_config(apply_overrides(saved, _overrides(args)), "--resume overrides")
     stale: set[str] = set()  # embeddings whose training the overrides change, directly or upstream
-    for e in EMBEDDINGS.values():  # parents come first
+    for e in embeddings():  # parents come first
         if e.inputs(saved) != e.inputs(cfg) or e.upstream(saved) != e.upstream(cfg) or e.upstream(cfg) in stale:
             stale.add(e.name)
-    changed = [e.phase for e in EMBEDDINGS.values() if e.name in stale and (out / "phases" / f"{e.phase}.pt").exists()]
+    changed = [e.phase for e in embeddings() if e.name in stale and (out / "phases" / f"{e.phase}.pt").exists()]
     diffs = config_differences(to_dict(saved), to_dict(cfg), ignore=("device",))
     if changed:
         refuse_changes(f"--resume {out}: the overrides change finished training phases ({', '.join(changed)})",
@@ -158,7 +163,7 @@ def _prepare_resume(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, di
 def _dataset(cfg: BenchmarkConfig, out: Path, args: argparse.Namespace, previous: dict) -> Catalog:
     """The run's images: a synthetic config writes its data into the run folder, unless ``--data`` is given on
     the command line (or the run being resumed was started with it); else ``--data`` / $FEWSHOT_DATA, in any
-    layout (:func:`fewshot.data.catalog.open_dataset`)."""
+    layout (:func:`fewshot.data.layouts.open_dataset`)."""
     recorded = previous.get("dataset", {})
     # A resumed run keeps its data: the synthetic data in its folder, or what --data named when it started.
     given = args.data or (recorded.get("root") if recorded.get("in_run_folder") is False else None)
@@ -185,9 +190,9 @@ def _protocols(cfg: BenchmarkConfig, ds: Catalog, ctx: RunContext, dedupe, out: 
     settings = cfg.data.protocol_settings(cfg.seed)
     rule, classes = split_rule_for(ds, **settings), class_split_for(ds, **settings)
     tp = TransferProtocol.from_catalog(ds, rule, n_head=cfg.data.n_head, min_train=cfg.data.min_train,
-                                       duplicate_groups=dedupe) if ctx.methods("transfer") else None
+                                       duplicate_groups=dedupe) if configured_methods(cfg, "transfer") else None
     ep = EpisodicProtocol.from_catalog(ds, classes, min_images=cfg.data.min_images,
-                                       duplicate_groups=dedupe) if ctx.methods("episodic") else None
+                                       duplicate_groups=dedupe) if configured_methods(cfg, "episodic") else None
     run["dataset"].update(transfer_split=rule.to_dict(), episodic_classes=classes.to_dict(),
                           in_run_folder=Path(ds.root).resolve() == (out / "data").resolve())
     if distributed.is_main():
@@ -265,8 +270,7 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     device = resolve_device(cfg.device)
     with distributed.main_first():  # rank 0 writes the synthetic data and the image cache, the others read them
         ds = _dataset(cfg, out, args, previous)
-    # Phase files written before phases had keys are trusted only when resuming their own folder unchanged.
-    phases = PhaseStore(out, reuse=args.reuse, trust_unkeyed=bool(args.resume) and not run.get("changed_on_resume"))
+    phases = PhaseStore(out, reuse=args.reuse)
     run.update({
         "git_revision": git_revision(), "device": str(device), "machine": machine_info(device),
         "packages": package_versions(),
@@ -282,6 +286,7 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     groups = dataset_groups(ds)  # pixel-identical copies, reported either way
     dedupe = groups if cfg.data.dedupe else None
     ctx, tp, ep = _protocols(cfg, ds, ctx, dedupe, out, run)
+    run["dataset"]["features_key"] = ctx.image_key  # what feature and text caches of this run are keyed by
     preflight(cfg, tp, ep)
     transfer = run_transfer(ctx, tp) if tp is not None else {}
     episodic = run_episodic(ctx, ep) if ep is not None else {}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -29,43 +28,9 @@ DATA_HELP = ("the dataset (default: $FEWSHOT_DATA): a folder holding styles.csv 
              "an image folder with one subfolder per class (or train/ and test/ holding them), or a CSV manifest "
              "with columns path,label (optional split, text, others); make a synthetic one with "
              "`fewshot synth --out DIR`")
-LAYOUTS_HINT = ("the folder that holds styles.csv and images/, an image folder (one subfolder of images per "
-                "class), or a CSV manifest (columns path,label)")
 DEBUG_HELP = "on an error, show the full traceback too (also FEWSHOT_DEBUG=1)"
 SKIP_HELP = ("leave malformed rows of styles.csv or of a manifest out (each is reported) instead of stopping at "
              "the first")
-
-
-def data_dir(value: str | None, *, any_layout: bool = False) -> Path:
-    """``--data`` or ``$FEWSHOT_DATA``; a clear error when neither names a Kaggle folder (with
-    ``any_layout``: a Kaggle folder, an image folder or a CSV manifest, :func:`fewshot.data.catalog.detect_layout`).
-
-    Raises ``SystemExit`` with the message (one line through :func:`fewshot.utils.errors.run_cli`, and a
-    clean exit for the scripts that call this without it)."""
-    value = value or os.environ.get("FEWSHOT_DATA")
-    if not value:
-        raise SystemExit("no dataset given; pass --data DIR or set FEWSHOT_DATA (download the Kaggle "
-                         "'Fashion Product Images (Small)' dataset, or run `fewshot synth --out DIR`)")
-    path = Path(value)
-    where = LAYOUTS_HINT if any_layout else "the folder that holds styles.csv and images/"
-    if any_layout and path.suffix.lower() == ".csv":
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such manifest file; point --data (or FEWSHOT_DATA) at {where}")
-        return path
-    if not path.is_dir():
-        if any_layout and path.is_file():
-            raise SystemExit(f"{path} is a file, not a folder or a .csv manifest; point --data (or FEWSHOT_DATA) "
-                             f"at {where}")
-        raise SystemExit(f"{path}: no such folder; point --data (or FEWSHOT_DATA) at the folder that holds "
-                         "styles.csv and images/")
-    if not (path / "styles.csv").is_file():
-        if any_layout:
-            from fewshot.data.catalog import detect_layout
-
-            if detect_layout(path) == "imagefolder":
-                return path
-        raise SystemExit(f"{path} has no styles.csv; point --data (or FEWSHOT_DATA) at {where}")
-    return path
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -157,7 +122,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-rows", action="store_true", help=SKIP_HELP)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--list", action="store_true",
-                      help="list the image and feature caches under $FEWSHOT_CACHE: kind, size, age, what they hold")
+                      help="list the image, feature and text-feature caches under $FEWSHOT_CACHE: kind, size, age, "
+                           "what they hold")
     what.add_argument("--prune", action="store_true",
                       help="delete the caches under $FEWSHOT_CACHE that no --keep run folder uses (with "
                            "--older-than, only those older than DAYS; with neither, every cache) and print what "
@@ -228,7 +194,7 @@ def _fraction(text: str) -> float:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from fewshot.data.catalog import open_dataset
+    from fewshot.data.layouts import data_dir, open_dataset
     from fewshot.data.protocols import EpisodicProtocol, TransferProtocol, class_split_for, split_rule_for
 
     with warnings.catch_warnings(record=True) as caught:
@@ -319,7 +285,7 @@ def _cache(args: argparse.Namespace) -> int:
     for flag in ("keep", "older_than", "dry_run"):
         if getattr(args, flag):
             raise UserError(f"--{flag.replace('_', '-')} goes with --prune (see `fewshot cache --help`)")
-    from fewshot.data.catalog import open_dataset
+    from fewshot.data.layouts import data_dir, open_dataset
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -16,8 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks import plots
-from benchmarks.methods import (
+from benchmarks.registry.methods import (
     BenchmarkMethod,
     available_method_names,
     get_method,
@@ -25,7 +24,9 @@ from benchmarks.methods import (
     method_style,
     register_method,
     registered,
+    resolve_config,
 )
+from benchmarks.reports import plots
 from benchmarks.run import get_args_parser, main
 from fewshot.methods import FewShotClassifier
 from fewshot.utils.errors import UserError, run_cli
@@ -37,7 +38,7 @@ METHODS = set(available_method_names())
 TRANSFER = {m for m in METHODS if get_method(m).transfer}
 IN_GROUP = {g: {m for m in TRANSFER if g in get_method(m).groups()} for g in ("head", "tail", "all")}
 EPISODIC = {m for m in METHODS if get_method(m).episodic}
-KSHOT = {m for m in IN_GROUP["tail"] if get_method(m).head and get_method(m).kshot}
+KSHOT = {m for m in IN_GROUP["tail"] if get_method(m).classifier and get_method(m).kshot}
 
 
 def _command(*args: str) -> list[str]:
@@ -300,7 +301,7 @@ def test_shipped_configs_load_with_their_documented_settings(name):
     from benchmarks.config import BenchmarkConfig
     from fewshot.config import load_config
 
-    cfg = load_config(BenchmarkConfig, SMOKE.parent / f"{name}.toml")
+    cfg = resolve_config(load_config(BenchmarkConfig, SMOKE.parent / f"{name}.toml"))
     assert cfg.name == name
     if name == "cpu-scratch":  # the methods of its committed run, from scratch
         assert cfg.weights == "none" and "centroid_imagenet" not in cfg.methods
@@ -348,7 +349,7 @@ def test_a_changed_upstream_setting_recomputes_exactly_what_depends_on_it(smoke_
                                        "--reuse", str(smoke_run), "stage2.epochs=1"]))
     # stage 2 feeds the two-stage tail scores (read from the stage-2 phase) and the feature methods scored on
     # it (centroid_stage2; the long-tail heads' tail group), not stage2_joint: that starts from stage 1
-    on_stage2 = {f"eval_{m}" for m in METHODS if get_method(m).head and "stage2" in get_method(m).groups().values()}
+    on_stage2 = {f"eval_{m}" for m in METHODS if get_method(m).classifier and "stage2" in get_method(m).groups().values()}
     assert on_stage2 == {"eval_centroid_stage2", "eval_crt", "eval_tau_norm", "eval_logit_adjust"}
     # and the fusion methods' one phase: smoke.toml fuses centroid_stage2's image side with the text
     assert _computed(out) == {"stage2", *on_stage2, "eval_fusion"}
@@ -364,29 +365,31 @@ def test_a_changed_upstream_setting_recomputes_exactly_what_depends_on_it(smoke_
     assert _computed(again) == {p for p in _run_json(smoke_run)["phase_seconds"] if p.startswith("eval_")}
 
 
-def test_a_run_folder_from_before_phase_keys_resumes_without_retraining(smoke_run, tmp_path):
-    """Folders written before the method registry: unkeyed phase files, one "two_stage" phase, no
-    phase_keys in run.json. Resuming one recomputes nothing that was trained."""
+class _Pickled:
+    """What an old phase file held: a pickle, which runs code when loaded (here: touching ``sentinel``)."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (Path.touch, (self.sentinel,))
+
+
+def test_a_run_folder_of_an_older_version_resumes_without_unpickling_or_retraining(smoke_run, tmp_path):
+    """Folders written before results were records: their phase files and stage scores are pickles, which
+    are never loaded (a pickle from another folder could run any code). The phases are computed again,
+    the trainings picked up finished from their checkpoints: nothing is retrained, the results are equal."""
     import torch
 
     out = tmp_path / "legacy"
     shutil.copytree(smoke_run, out)
     (out / "summary.json").unlink()
-    phases = out / "phases"
-    stages = tuple(torch.load(phases / f"{s}.pt", weights_only=False)["result"] for s in ("stage1", "stage2"))
-    torch.save({"result": stages, "seconds": 1.0}, phases / "two_stage.pt")
-    (phases / "stage1.pt").unlink()
-    (phases / "stage2.pt").unlink()
-    for f in phases.glob("*.pt"):
-        saved = torch.load(f, weights_only=False)
-        saved.pop("key", None)
-        torch.save(saved, f)
-    run = _run_json(out)
-    for field in ("phase_keys", "imported_phases"):
-        run.pop(field)
-    (out / "run.json").write_text(json.dumps(run))
+    sentinel = tmp_path / "unpickled"
+    for f in [*(out / "phases").glob("*.pt"), *(out / "two_stage").glob("*/scores.pt")]:
+        torch.save({"result": _Pickled(sentinel), "seconds": 1.0, "key": "k"}, f)
     checkpoints = {p: p.stat().st_mtime_ns for p in out.rglob("best.pt")}
     main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
+    assert not sentinel.exists()
     assert {p: p.stat().st_mtime_ns for p in out.rglob("best.pt")} == checkpoints  # nothing retrained
     assert (out / "per_class.csv").read_bytes() == (smoke_run / "per_class.csv").read_bytes()
     assert (out / "summary.json").read_bytes() == (smoke_run / "summary.json").read_bytes()
@@ -408,9 +411,38 @@ class _NearestNeighbour(FewShotClassifier):
         return out.scatter_reduce(1, self.support_labels.expand(len(query), -1), -dist, "amax")
 
 
-def test_a_new_feature_method_needs_only_a_registration_to_reach_every_result(smoke_run, tmp_path):
-    method = BenchmarkMethod("nearest_neighbour", "1-NN on the stage-1 / background features",
-                             transfer="stage1", episodic="background", head=lambda cfg, base_mean: _NearestNeighbour())
+# A new method as a user adds one: a file of its own (here a 1-nearest-neighbour written, on purpose, as a
+# NearestCentroid subclass: the benchmark must score it as what it declares, not as what its base class is).
+TOY_METHOD_FILE = '''"""Toy method: 1-nearest-neighbour on cached features."""
+import torch
+
+from fewshot.methods import NearestCentroid
+
+
+class NearestNeighbour(NearestCentroid):
+    fits = 0  # how many times any instance was fitted: the generic episodic path fits one per episode
+
+    def fit(self, support, support_labels):
+        NearestNeighbour.fits += 1
+        self.support, self.support_labels = support.clone(), support_labels.clone()
+        self.n_classes = self._n_classes(support_labels)
+        return self
+
+    def scores(self, query):
+        dist = torch.cdist(query, self.support)  # [q, n]
+        out = torch.full((len(query), self.n_classes), float("-inf"))
+        return out.scatter_reduce(1, self.support_labels.expand(len(query), -1), -dist, "amax")
+'''
+
+
+def test_a_new_method_file_plus_one_registration_reaches_every_result(smoke_run, tmp_path, monkeypatch):
+    (tmp_path / "toy_knn.py").write_text(TOY_METHOD_FILE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import toy_knn
+
+    method = BenchmarkMethod("nearest_neighbour", "1-NN on the stage-1 / background features",  # the registration
+                             transfer="stage1", episodic="background",
+                             classifier=lambda cfg, m: toy_knn.NearestNeighbour())
     out = tmp_path / "nn"
     with registered(method):
         main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(out), "--no-progress",
@@ -422,6 +454,9 @@ def test_a_new_feature_method_needs_only_a_registration_to_reach_every_result(sm
     for part in (summary["transfer"]["head"], summary["transfer"]["tail"], summary["shots"], summary["episodic"]):
         assert method.name in part
     assert all(0.2 < r["mean"] <= 1 for r in summary["episodic"][method.name].values())  # well above chance
+    # scored episode by episode (the generic path), although it is a NearestCentroid: one fit per episode
+    n_episodes = sum(r["n_episodes"] for r in summary["episodic"][method.name].values())
+    assert toy_knn.NearestNeighbour.fits >= n_episodes
     # in the episodic table it follows the method on the same embedding (baseline_centroid), as registered
     order = list(summary["episodic"])
     assert order.index("baseline_centroid") + 1 == order.index(method.name) < order.index("protonet")
@@ -434,21 +469,21 @@ def test_a_new_feature_method_needs_only_a_registration_to_reach_every_result(sm
 def test_registering_a_method_twice_or_without_a_head_or_protocol_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         register_method(get_method("protonet"))
-    with pytest.raises(ValueError, match="exactly one of head"):
+    with pytest.raises(ValueError, match="exactly one of classifier"):
         BenchmarkMethod("x", "no head", transfer="stage1")
     with pytest.raises(ValueError, match="runs in no protocol"):
-        BenchmarkMethod("x", "nowhere", head=lambda cfg, m: _NearestNeighbour())
+        BenchmarkMethod("x", "nowhere", classifier=lambda cfg, m: _NearestNeighbour())
     with pytest.raises(ValueError, match="unknown method.*known: two_stage, centroid_stage1"):
         get_method("centroid_stage3")
     with pytest.raises(ValueError, match="transfer groups must be among head, tail, all, got \\['middle'\\]"):
-        BenchmarkMethod("x", "odd group", transfer={"middle": "stage1"}, head=lambda cfg, m: _NearestNeighbour())
+        BenchmarkMethod("x", "odd group", transfer={"middle": "stage1"}, classifier=lambda cfg, m: _NearestNeighbour())
 
 
 def test_a_method_names_one_embedding_for_every_group_or_one_per_group():
-    same = BenchmarkMethod("x", "one embedding", transfer="stage1", head=lambda cfg, m: _NearestNeighbour())
+    same = BenchmarkMethod("x", "one embedding", transfer="stage1", classifier=lambda cfg, m: _NearestNeighbour())
     assert same.groups() == {"head": "stage1", "tail": "stage1", "all": "stage1"}
     split = BenchmarkMethod("y", "per group", transfer={"all": "stage2_joint", "head": "stage1"},
-                            head=lambda cfg, m: _NearestNeighbour())
+                            classifier=lambda cfg, m: _NearestNeighbour())
     assert list(split.groups().items()) == [("head", "stage1"), ("all", "stage2_joint")]  # head, tail, all order
     assert split.embedding("transfer") == "stage1"  # no tail group: its first group's
     assert get_method("crt").embedding("transfer") == "stage2"  # the tail's: what the protocol asks about
@@ -458,7 +493,14 @@ def test_a_config_naming_an_unknown_method_is_refused_with_the_known_names():
     from benchmarks.config import BenchmarkConfig
 
     with pytest.raises(ValueError, match="unknown method.*'protonett'.*known: two_stage"):
-        BenchmarkConfig(methods=("protonett",))
+        resolve_config(BenchmarkConfig(methods=("protonett",)))
+
+
+def test_an_empty_methods_list_resolves_to_every_available_method_in_registry_order():
+    from benchmarks.config import BenchmarkConfig
+
+    assert BenchmarkConfig().methods == ()
+    assert resolve_config(BenchmarkConfig()).methods == available_method_names()
 
 
 def test_the_gpu_config_starts_and_trains_a_step_on_the_cpu(tmp_path):
@@ -475,7 +517,7 @@ def test_the_gpu_config_starts_and_trains_a_step_on_the_cpu(tmp_path):
 
 
 def test_dedupe_effect_scores_every_episodic_method_with_and_without_copies(smoke_run, tmp_path):
-    from benchmarks import dedupe_effect
+    from benchmarks.studies import dedupe_effect
 
     results = dedupe_effect.main(dedupe_effect.get_args_parser().parse_args(
         ["--run", str(smoke_run), "--out", str(tmp_path), "--no-progress"]))

@@ -153,3 +153,28 @@ def test_bad_prune_arguments_are_user_errors_that_delete_nothing(two_of_each, tm
     err = capsys.readouterr().err
     assert err.startswith("fewshot: error: ") and fragment in err and err.count("\n") == 1
     assert _exists(kept_images, other_images, kept_features, other_features) == [True] * 4
+
+
+def test_text_feature_caches_are_listed_and_kept_only_for_the_run_whose_features_key_made_them(
+        cache_root, tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from fewshot.text.cache import cached_text_features
+
+    names = ["red cotton shirt", "blue denim jeans", "red shirt", "black jeans"]
+    parts = {"train": np.array([0, 1]), "test": np.array([2, 3])}
+    made = {tag: cached_text_features(names, parts["train"], parts, encoder="tfidf", cache_root=cache_root, tag=tag,
+                                      max_features=64 if tag == "run-a" else 32) for tag in ("run-a", "run-b")}
+    assert made["run-a"]["test"].shape[0] == 2
+    again = cached_text_features(names, parts["train"], parts, encoder="tfidf", cache_root=cache_root, tag="run-a",
+                                 max_features=64)
+    assert len(list((cache_root / "text").glob("*.pt"))) == 2  # the second call of run-a read its file
+    assert all(again[p].equal(v) for p, v in made["run-a"].items())
+    assert main(["cache", "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("text ") >= 2 and "tfidf text features [4," in listing
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"dataset": {"features_key": "run-a"}}))
+    assert main(["cache", "--prune", "--keep", str(run)]) == 0
+    left = [json.loads(p.read_text())["image_key"] for p in (cache_root / "text").glob("*.json")]
+    assert left == ["run-a"]

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from fewshot.cli import get_args_parser, main, parse_size
+from fewshot.data.layouts import LAYOUTS_HINT
 from tests.conftest import HEADER, style_row
 
 
@@ -153,7 +154,7 @@ def test_python_dash_m_prints_one_error_line_and_exits_2(tmp_path):
                                                                if k != "FEWSHOT_DEBUG"})
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [f"fewshot: error: {tmp_path / 'nope'}: no such folder; point --data (or "
-                                        "FEWSHOT_DATA) at the folder that holds styles.csv and images/"]
+                                        f"FEWSHOT_DATA) at {LAYOUTS_HINT}"]
 
 
 def _all_parsers(parser: argparse.ArgumentParser):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks.compare import compare_rows, get_args_parser, main, markdown
+from benchmarks.reports.compare import compare_rows, get_args_parser, main, markdown
 from fewshot.utils.errors import UserError
 
 

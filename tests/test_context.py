@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from benchmarks.config import BenchmarkConfig
-from benchmarks.context import RunContext
-from benchmarks.phases import PhaseStore
+from benchmarks.engine.context import RunContext
+from benchmarks.engine.phases import PhaseStore
 from fewshot.config import load_config
 from tests.test_benchmark_run import SMOKE
 

@@ -21,10 +21,10 @@ from benchmarks.run import get_args_parser, main
 from fewshot.cli import main as fewshot_main
 from fewshot.data import cache as cache_mod
 from fewshot.data.cache import CorruptImageError
-from fewshot.data.catalog import detect_layout, open_dataset
 from fewshot.data.dataset import FashionProducts
 from fewshot.data.duplicates import dataset_groups, describe_duplicates
 from fewshot.data.imagefolder import ImageFolderCatalog
+from fewshot.data.layouts import detect_layout, open_dataset
 from fewshot.data.manifest import ManifestCatalog
 from fewshot.data.protocols import (
     EpisodicProtocol,

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from benchmarks.plots_overview import buckets, heatmap  # noqa: E402
+from benchmarks.reports.overview import buckets, heatmap  # noqa: E402
 
 PER_CLASS = pd.DataFrame([
     # class, group, n_train, n_test, bucket, a/top1, a/top5, b/top1, b/top5

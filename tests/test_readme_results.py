@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from benchmarks import readme_results as rr
+from benchmarks.reports import readme_results as rr
 from fewshot.utils.errors import UserError
 
 

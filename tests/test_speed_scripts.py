@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import sampler_speed, train_speed
-from benchmarks.outdir import output_folder
+from benchmarks.studies import sampler_speed, train_speed
+from benchmarks.studies.outdir import output_folder
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 TINY_TRAIN = ["--backbone", "conv4", "--height", "32", "--width", "24", "--batch-size", "8", "--steps", "2",

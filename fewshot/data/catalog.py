@@ -8,7 +8,7 @@ A :class:`Catalog` is a table with one row per usable image, whatever the layout
 - :class:`~fewshot.data.manifest.ManifestCatalog`: a CSV file with columns ``path`` and ``label`` (optional
   ``split``, ``text`` and any other column).
 
-:func:`open_dataset` picks the reader from the path. The table's canonical columns are ``id`` (int64, unique),
+:func:`fewshot.data.layouts.open_dataset` picks the reader from the path. The table's canonical columns are ``id`` (int64, unique),
 ``path`` (the image file, relative to :attr:`Catalog.base`), ``label`` (the class name) and ``name`` (the text
 branch's input, "" when there is none); every other column (Kaggle's ``year``, a manifest's ``split`` or
 ``group``...) can be the key of a split rule (:mod:`fewshot.data.rules`). Labels, names and counts come from the
@@ -36,7 +36,6 @@ from fewshot.utils.errors import UserError
 SYNTHETIC_MARKER = "SYNTHETIC"
 # What PIL reads and torchvision's ImageFolder lists (lower case; a file's suffix is compared in lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
-LAYOUTS = ("kaggle", "imagefolder", "manifest")
 
 
 class EmptyDatasetError(UserError):
@@ -211,45 +210,3 @@ def _class_counts(rows: pd.DataFrame, top: int = 5) -> str:
 
 def is_image_file(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def detect_layout(path: str | os.PathLike) -> str | None:
-    """"kaggle" (a folder with styles.csv), "manifest" (a .csv file), "imagefolder" (a folder of class
-    folders, or of train/ and test/), or None when ``path`` is none of them."""
-    path = Path(path)
-    if path.is_file():
-        return "manifest" if path.suffix.lower() == ".csv" else None
-    if not path.is_dir():
-        return None
-    if (path / "styles.csv").is_file():
-        return "kaggle"
-    subdirs = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
-    if not subdirs:
-        return None
-    if subdirs == ["images"] and any(is_image_file(e.name) for e in os.scandir(path / "images") if e.is_file()):
-        return None  # a Kaggle folder without its styles.csv, not one class called "images"
-    return "imagefolder"
-
-
-def open_dataset(path: str | os.PathLike, *, on_bad_rows: str = "raise", warn: bool = True,
-                 transform: Callable[[Any], Any] | None = None, layout: str | None = None) -> Catalog:
-    """The catalogue at ``path``, read by the reader of its layout (:func:`detect_layout`, or ``layout``)."""
-    path = Path(path)
-    layout = layout or detect_layout(path)
-    if layout == "kaggle":
-        from fewshot.data.dataset import FashionProducts
-
-        return FashionProducts(path, on_bad_rows=on_bad_rows, warn=warn, transform=transform)  # type: ignore[arg-type]
-    if layout == "imagefolder":
-        from fewshot.data.imagefolder import ImageFolderCatalog
-
-        return ImageFolderCatalog(path, warn=warn, transform=transform)
-    if layout == "manifest":
-        from fewshot.data.manifest import ManifestCatalog
-
-        return ManifestCatalog(path, on_bad_rows=on_bad_rows, warn=warn, transform=transform)  # type: ignore[arg-type]
-    if layout is not None:
-        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    raise UserError(f"{path}: not a dataset: expected a folder holding styles.csv and images/ (the Kaggle layout), "
-                    "an image folder with one subfolder of images per class (or train/ and test/ holding them), "
-                    "or a CSV manifest with columns path,label")

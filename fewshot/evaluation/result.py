@@ -9,8 +9,10 @@ import pandas as pd
 import torch
 
 from fewshot.evaluation.buckets import bucket_means
+from fewshot.utils.records import record
 
 
+@record
 @dataclass(frozen=True)
 class TopKResult:
     """Per-class table and averages of top-k accuracy.

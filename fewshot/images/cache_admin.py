@@ -1,9 +1,10 @@
 """What the caches under ``$FEWSHOT_CACHE`` hold, and pruning them (``fewshot cache --list / --prune``).
 
-Two kinds live under the cache root (:func:`fewshot.data.cache.default_cache_root`):
+Three kinds live under the cache root (:func:`fewshot.data.cache.default_cache_root`):
 
 - image caches, ``<dataset>-<hash>/<H>x<W>/`` (``images.npy`` + ``index.json``; :mod:`fewshot.data.cache`);
-- feature caches, ``features/<key>.npy`` + ``<key>.json`` (:mod:`fewshot.images.features`).
+- feature caches, ``features/<key>.npy`` + ``<key>.json`` (:mod:`fewshot.images.features`);
+- text-feature caches, ``text/<key>.pt`` + ``<key>.json`` (:mod:`fewshot.text.cache`).
 
 Anything else under the root is not ours: it is never listed nor deleted. Symbolic links are neither
 followed nor deleted, and every path deleted is checked to lie inside the root, so a prune cannot reach
@@ -22,6 +23,7 @@ from pathlib import Path
 from fewshot.utils.errors import UserError
 
 FEATURES_DIR = "features"
+TEXT_DIR = "text"  # fewshot.text.cache.TEXT_DIR (not imported: that module loads the text encoders)
 _SIZE_DIR = re.compile(r"\d+x\d+")
 # A build writes ``.images.<pid>.partial.npy`` and atomic writes ``.<name>.<random>.tmp`` first; a recent one
 # means a writer may be running right now, and deleting its file would make it fail.
@@ -31,8 +33,8 @@ _IN_PROGRESS_SUFFIXES = (".partial.npy", ".tmp")
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One cache on disk: ``kind`` "images" (``path`` is its size folder) or "features" (``path`` is the .npy;
-    its .json goes with it). ``image_key``: the pixels' sha256 the cache holds or was computed on."""
+    """One cache on disk: ``kind`` "images" (``path`` is its size folder), "features" (``path`` is the .npy;
+    its .json goes with it) or "text" (``path`` is the .pt; its .json goes with it). ``image_key``: the pixels' sha256 the cache holds or was computed on."""
 
     kind: str
     path: Path
@@ -50,15 +52,15 @@ class CacheEntry:
 
 
 def list_caches(root: str | os.PathLike) -> list[CacheEntry]:
-    """Every image and feature cache under ``root``, image caches first, each kind by path."""
+    """Every image, feature and text-feature cache under ``root``, image caches first, each kind by path."""
     root = Path(root)
     images: list[CacheEntry] = []
     features: list[CacheEntry] = []
     for top in _scan(root):
         if not top.is_dir(follow_symlinks=False):
             continue
-        if top.name == FEATURES_DIR:
-            features += _feature_entries(Path(top.path))
+        if top.name in (FEATURES_DIR, TEXT_DIR):
+            features += _feature_entries(Path(top.path), "features" if top.name == FEATURES_DIR else "text")
             continue
         for sub in _scan(Path(top.path)):
             if sub.is_dir(follow_symlinks=False) and _SIZE_DIR.fullmatch(sub.name):
@@ -80,6 +82,8 @@ class RunUse:
     def uses(self, entry: CacheEntry) -> bool:
         if entry.kind == "images":
             return bool({entry.key, entry.image_key} & self.image_keys)
+        if entry.kind == "text":  # made from the run's names: recorded with the key its features are named by
+            return entry.image_key in self.image_keys
         inside = entry.checkpoint and _is_within(Path(entry.checkpoint), self.folder)
         return bool(inside) or entry.path.name in self.feature_names
 
@@ -95,7 +99,7 @@ def run_use(folder: str | os.PathLike) -> RunUse:
         dataset.get("image_cache_key")
     except (OSError, ValueError, AttributeError) as err:
         raise UserError(f"--keep {folder}: cannot read its run.json ({err})") from None
-    keys = frozenset(str(dataset[k]) for k in ("image_cache_key", "pixels_sha256") if dataset.get(k))
+    keys = frozenset(str(dataset[k]) for k in ("image_cache_key", "pixels_sha256", "features_key") if dataset.get(k))
     own = folder / FEATURES_DIR
     names = frozenset(p.name for p in own.glob("*.npy")) if own.is_dir() else frozenset()
     return RunUse(folder.resolve(), keys, names)
@@ -184,11 +188,12 @@ def _image_entry(folder: Path) -> CacheEntry | None:
                       building=building)
 
 
-def _feature_entries(folder: Path) -> list[CacheEntry]:
+def _feature_entries(folder: Path, kind: str = "features") -> list[CacheEntry]:
+    data = ".npy" if kind == "features" else ".pt"
     groups: dict[str, list[os.DirEntry]] = {}
     for f in _regular_files(folder):
-        # key.npy + key.json form one entry; an atomic write's leftover temporary file is its own entry.
-        stem = f.name[: -len(Path(f.name).suffix)] if f.name.endswith((".npy", ".json")) else f.name
+        # key.npy (.pt) + key.json form one entry; an atomic write's leftover temporary file is its own entry.
+        stem = f.name[: -len(Path(f.name).suffix)] if f.name.endswith((data, ".json")) else f.name
         groups.setdefault(stem, []).append(f)
     out = []
     for stem, files in groups.items():
@@ -197,10 +202,16 @@ def _feature_entries(folder: Path) -> list[CacheEntry]:
             meta = json.loads((folder / f"{stem}.json").read_text())
         except (OSError, ValueError):
             meta = {}
-        what = (f"{meta.get('backbone', '?')} features [{meta.get('n', '?')}, {meta.get('dim', '?')}] "
-                f"({meta.get('precision', '?')}) of {meta.get('checkpoint', '?')}") if meta else "incomplete"
-        npy = folder / f"{stem}.npy"
-        out.append(CacheEntry("features", npy, tuple(Path(f.path) for f in files), sum(s.st_size for s in stats),
+        if not meta:
+            what = "incomplete"
+        elif kind == "text":
+            what = (f"{meta.get('encoder', '?')} text features [{sum(meta.get('n', {}).values())}, "
+                    f"{meta.get('dim', '?')}] (fitted on {meta.get('n_fit', '?')} names)")
+        else:
+            what = (f"{meta.get('backbone', '?')} features [{meta.get('n', '?')}, {meta.get('dim', '?')}] "
+                    f"({meta.get('precision', '?')}) of {meta.get('checkpoint', '?')}")
+        npy = folder / f"{stem}{data}"
+        out.append(CacheEntry(kind, npy, tuple(Path(f.path) for f in files), sum(s.st_size for s in stats),
                               max(s.st_mtime for s in stats), what, meta.get("key", ""),
                               meta.get("image_key", ""), meta.get("checkpoint", ""), _in_progress(files, stats)))
     return out

@@ -65,6 +65,11 @@ class NearestCentroid(FewShotClassifier):
         self.prototypes = class_means(feats, support_labels, self._n_classes(support_labels))
         return self
 
+    def prototype_settings(self) -> dict[str, object]:
+        """What a batched nearest-prototype evaluator needs to score exactly as this classifier does
+        (the keyword arguments of :func:`fewshot.evaluation.episodic_eval`)."""
+        return {"normalize": self.normalize, "distance": self.distance, "base_mean": self.base_mean}
+
     def scores(self, query: Tensor) -> Tensor:
         """query: [q, d] or [q, 3, H, W] -> [q, C]."""
         if self.prototypes is None:

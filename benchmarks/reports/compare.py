@@ -1,6 +1,6 @@
 """Compare two finished runs method by method: what pretraining, a new method or a new dataset changed.
 
-    python -m benchmarks.compare RUN_A RUN_B [--metrics M ...] [--common] [--out FILE] [--json]
+    python -m benchmarks.reports.compare RUN_A RUN_B [--metrics M ...] [--common] [--out FILE] [--json]
 
 For every method and group (transfer head / tail / all; episodic settings) present in either run's
 ``summary.json``: A's and B's figures (macro / micro top-1 / top-5, or episodic mean accuracy) and B - A,
@@ -85,7 +85,7 @@ def markdown(rows: list[dict], name_a: str, name_b: str, metrics: tuple[str, ...
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.reports.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_a", type=Path, help="the reference run folder (A)")
     p.add_argument("run_b", type=Path, help="the run compared with it (B)")
@@ -111,4 +111,4 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.compare"))
+    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.reports.compare"))

@@ -10,7 +10,7 @@ read without a legend hunt:
   and Few (< 20) classes side by side (``summary.json``'s ``buckets``).
 
 Both take the pyplot module, the run's summary and per-class table, like the drawers of
-:mod:`benchmarks.plots`, and return a figure, or None when the run has no transfer results.
+:mod:`benchmarks.reports.plots`, and return a figure, or None when the run has no transfer results.
 """
 from __future__ import annotations
 

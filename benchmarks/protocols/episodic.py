@@ -1,25 +1,27 @@
 """The episodic protocol's evaluation: background-trained embeddings scored on evaluation-class episodes.
 
-Every method runs on the same fixed seeded episodes of every way x shot setting. Nearest-centroid
-methods (ProtoNet, SimpleShot, Chen et al.'s Baseline) go through the fast batched path,
-:func:`fewshot.evaluation.episodic_eval`; any other :class:`~fewshot.methods.FewShotClassifier` through
-the generic one, which fits and scores it episode by episode.
+Every method runs on the same fixed seeded episodes of every way x shot setting. A method that declares the
+prototype path (``episodic_path="prototypes"``: ProtoNet, SimpleShot, Chen et al.'s Baseline) goes through
+the fast batched evaluator, :func:`fewshot.evaluation.episodic_eval`, with its classifier's
+``prototype_settings()``; any other through the generic one, which fits and scores it episode by episode.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from benchmarks.config import BenchmarkConfig
-from benchmarks.context import RunContext
-from benchmarks.embeddings import Embedding, EpisodicSplit, get_embedding, in_report_order, train_embeddings
-from benchmarks.methods import BenchmarkMethod
+from benchmarks.engine.codekey import code_digest
+from benchmarks.engine.context import RunContext
+from benchmarks.engine.episodic_split import EpisodicSplit
+from benchmarks.registry.embeddings import Embedding, get_embedding, train_embeddings
+from benchmarks.registry.methods import BenchmarkMethod, configured_methods, in_report_order, method_code
 from fewshot.config import to_dict
 from fewshot.data.protocols import EpisodicProtocol
 from fewshot.evaluation import episodic_class_accuracy, episodic_eval, evaluate_episodes
-from fewshot.methods import NearestCentroid
 from fewshot.sampling import EpisodeSampler
 from fewshot.utils.seeding import derive_seed
 
@@ -30,7 +32,7 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
     """{"episodic": {method: {"5w1s": {"mean", "ci95", "n_episodes"}, ...}}, "class_accuracy": {method:
     {class name: query accuracy in 5-way 5-shot episodes}}, "split": {...}}."""
     split = EpisodicSplit.make(ctx.cfg, protocol)
-    methods = ctx.methods("episodic")
+    methods = configured_methods(ctx.cfg, "episodic")
     train_embeddings(ctx, "episodic", split, [m.episodic for m in methods])
     out: dict = {"episodic": {}, "class_accuracy": {},
                  "split": {"train_classes": list(split.train_classes), "val_classes": list(split.val_classes)}}
@@ -38,29 +40,32 @@ def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
         emb = get_embedding(method.episodic)
         inputs = {"method": method.name, "evaluation": to_dict(ctx.cfg.evaluation), "seed": ctx.cfg.seed,
                   "cpu_amp": ctx.cfg.cpu_amp, "min_images": ctx.cfg.data.min_images,
-                  "val_classes": ctx.cfg.val_classes, "dedupe": ctx.cfg.data.dedupe}
+                  "val_classes": ctx.cfg.val_classes, "dedupe": ctx.cfg.data.dedupe,
+                  **{name: to_dict(getattr(ctx.cfg, name)) for name in method.settings}}
         name = f"eval_episodic_{method.name}"
-        key = ctx.phase_key(name, inputs, [ctx.phases.keys[emb.phase]])
-        weights, backbone, head = scoring_inputs(emb, ctx.out, ctx.cfg)
+        key = ctx.phase_key(name, inputs, [ctx.phases.keys[emb.phase]],
+                            f"{method_code(method)}/{code_digest(evaluate_method)}")
         out["episodic"][method.name], out["class_accuracy"][method.name] = ctx.phases.run(
-            name, key, lambda: evaluate_method(ctx, method, weights, backbone, split, head))
+            name, key, lambda: evaluate_method(ctx, method, *scoring_inputs(emb, ctx.out, ctx.cfg), split))
     return out
 
 
-def scoring_inputs(emb: Embedding, out: Path, cfg: BenchmarkConfig) -> tuple[str, str, dict]:
-    """(weights, backbone, head keyword arguments) that score embedding ``emb`` of the run in ``out``: a
-    meta-learner reads frozen ImageNet features and brings its own meta-trained head (its checkpoint)."""
-    if emb.kind == "meta":
-        source = get_embedding("imagenet")
-        return source.weights(out), source.backbone(cfg), {"checkpoint": out / emb.checkpoint}
-    return emb.weights(out), emb.backbone(cfg), {}
+def scoring_inputs(emb: Embedding, out: Path, cfg: BenchmarkConfig) -> tuple[str, str, dict[str, Any]]:
+    """(weights, backbone, classifier keyword arguments) that score embedding ``emb`` of the run in ``out``: an
+    embedding scored on another's features (a meta-learner on frozen ImageNet features) brings the model its
+    method's classifier takes (``model=``, loaded once here)."""
+    if emb.features_from is None:
+        return emb.weights(out), emb.backbone(cfg), {}
+    source = get_embedding(emb.features_from)
+    model = emb.load_model(cfg, out / emb.checkpoint) if emb.load_model is not None else None
+    return source.weights(out), source.backbone(cfg), {} if model is None else {"model": model}
 
 
 def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str, backbone: str,
-                    split: EpisodicSplit, head: dict | None = None) -> tuple[dict, dict]:
+                    extra: dict[str, Any], split: EpisodicSplit) -> tuple[dict, dict]:
     """Embed the background training images (for CL2N's base mean) and the evaluation images with
-    ``checkpoint``'s backbone, then every way x shot setting on the same seeded episodes. ``head``: extra
-    keyword arguments of the method's head factory (a meta-learner's checkpoint)."""
+    ``checkpoint``'s backbone, then every way x shot setting on the same seeded episodes. ``extra``: keyword
+    arguments of the method's classifier factory (a meta-learner's model)."""
     protocol = split.protocol
     eval_idx = protocol.evaluation_idx
     embedded = ctx.features(checkpoint, np.concatenate([split.train_idx, eval_idx]), backbone)
@@ -75,7 +80,7 @@ def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str, b
             sampler = EpisodeSampler(labels, way, shot, ev.n_query, ev.episodes,
                                      seed=derive_seed(ctx.cfg.seed, f"evaluation episodes {way}w{shot}s"))
             summary, per_label = _score_setting(ctx, method, feats, labels, base_mean, sampler,
-                                                want_classes=(way, shot) == CLASS_TABLE_SETTING, head=head or {})
+                                                want_classes=(way, shot) == CLASS_TABLE_SETTING, extra=extra)
             settings[f"{way}w{shot}s"] = summary
             if per_label is not None:
                 class_accuracy = {name_of[c]: acc for c, acc in per_label.items()}
@@ -83,16 +88,15 @@ def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str, b
 
 
 def _score_setting(ctx: RunContext, method: BenchmarkMethod, feats: torch.Tensor, labels: np.ndarray,
-                   base_mean: torch.Tensor, sampler: EpisodeSampler,
-                   want_classes: bool, head: dict) -> tuple[dict, dict[int, float] | None]:
+                   base_mean: torch.Tensor, sampler: EpisodeSampler, want_classes: bool,
+                   extra: dict[str, Any]) -> tuple[dict, dict[int, float] | None]:
     """(summary of one way x shot setting, per-label query accuracy or None)."""
-    clf = method.head(ctx.cfg, base_mean, **head)
-    if isinstance(clf, NearestCentroid):
-        kwargs = {"normalize": clf.normalize, "distance": clf.distance, "base_mean": clf.base_mean}
+    if method.episodic_path == "prototypes":
+        kwargs = method.classifier(ctx.cfg, base_mean, **extra).prototype_settings()
         result = episodic_eval(feats, labels, sampler, device=ctx.cfg.device, progress=False, **kwargs)
         per_label = episodic_class_accuracy(feats, labels, sampler, **kwargs) if want_classes else None
         return result.summary(), per_label
-    # The generic path fits a fresh copy of the method on every episode's support set.
-    result = evaluate_episodes(lambda: method.head(ctx.cfg, base_mean, **head), feats, labels, sampler,
+    # The generic path fits a fresh classifier on every episode's support set.
+    result = evaluate_episodes(lambda: method.classifier(ctx.cfg, base_mean, **extra), feats, labels, sampler,
                                device=ctx.cfg.device, progress=False)
     return result.summary(), result.class_accuracy if want_classes else None

@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from benchmarks.config import BenchmarkConfig
-from benchmarks.methods import BenchmarkMethod, get_method, method_names
-from benchmarks.phases import PhaseStore, phase_key
+from benchmarks.engine.phases import PhaseStore, phase_key
 from fewshot.images.features import cached_features
 
 
@@ -27,14 +26,10 @@ class RunContext:
     device: torch.device
     names: tuple[str, ...] = ()  # the product name of every image ("" when empty): the text branch's input
 
-    def methods(self, protocol: str) -> list[BenchmarkMethod]:
-        """The configured methods that run in ``protocol``, in the registry's order."""
-        return [get_method(n) for n in method_names() if n in self.cfg.methods and get_method(n).embedding(protocol)]
-
-    def phase_key(self, name: str, inputs: Mapping[str, Any], upstream: Sequence[str] = ()) -> str:
-        """A phase's key: its inputs plus what every phase depends on, the pixels. Not the device: a phase
-        computed on a GPU is the same experiment as on the CPU (to float tolerance), and may be reused."""
-        return phase_key(name, {**inputs, "pixels_sha256": self.image_key}, upstream)
+    def phase_key(self, name: str, inputs: Mapping[str, Any], upstream: Sequence[str] = (), code: str = "") -> str:
+        """A phase's key: its inputs and code plus what every phase depends on, the pixels. Not the device: a
+        phase computed on a GPU is the same experiment as on the CPU (to float tolerance), and may be reused."""
+        return phase_key(name, {**inputs, "pixels_sha256": self.image_key}, upstream, code)
 
     def features(self, checkpoint: str | Path, rows: np.ndarray, backbone: str | None = None) -> torch.Tensor:
         """Embeddings [len(rows), D] of ``images[rows]`` by ``backbone`` (default: the config's) with the

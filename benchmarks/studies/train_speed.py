@@ -1,6 +1,6 @@
 """Is the trainer's data path a bottleneck? Trainer images/s against pure forward+backward+step images/s.
 
-    python -m benchmarks.train_speed [--backbone resnet18] [--height 80 --width 60] [--batch-size 128]
+    python -m benchmarks.studies.train_speed [--backbone resnet18] [--height 80 --width 60] [--batch-size 128]
 
 Both sides run the same model, batch size, optimiser, memory format and precision in the same process; the
 trainer side is :func:`fewshot.training.fit` over synthetic uint8 images (gather from the in-RAM uint8
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.outdir import OUT_HELP, output_folder
+from benchmarks.studies.outdir import OUT_HELP, output_folder
 from fewshot.images.inference import autocast, autocast_dtype
 from fewshot.models.backbones import create_backbone
 from fewshot.models.classifier import Classifier
@@ -34,6 +34,7 @@ from fewshot.training.optim import build_optimizer
 from fewshot.training.supervised import SupervisedObjective
 from fewshot.utils.device import resolve_device
 from fewshot.utils.io import atomic_write_text
+from fewshot.utils.runinfo import cpu_model
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -236,26 +237,15 @@ def _machine_lines(device: torch.device, load: tuple[float, float]) -> list[str]
         "## Machine",
         "",
         f"- device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        f"- CPU: {platform.processor() or platform.machine()}, {_cpu_model()}, {torch.get_num_threads()} torch threads",
+        f"- CPU: {platform.processor() or platform.machine()}, {cpu_model()}, {torch.get_num_threads()} torch threads",
         f"- python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
         f"{platform.platform()}",
-        f"- command: `{' '.join(['python -m benchmarks.train_speed', *sys.argv[1:]])}`",
+        f"- command: `{' '.join(['python -m benchmarks.studies.train_speed', *sys.argv[1:]])}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"- 1-minute load average at start / end: {load[0]:.2f} / {load[1]:.2f} (other busy processes on a "
         "small machine distort every number here, tiny ops most)",
         "",
     ]
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU model"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The run's plots (PNG): where each method fails by class size, accuracy against shots, episodic CIs.
 
 matplotlib is the optional ``plots`` extra: without it the run still writes every other file and says
-that the plots were skipped. ``python -m benchmarks.plots RUN_DIR`` redraws them from a finished run's
+that the plots were skipped. ``python -m benchmarks.reports.plots RUN_DIR`` redraws them from a finished run's
 ``summary.json`` and ``per_class.csv``.
 """
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.methods import method_style
-from benchmarks.plots_overview import buckets, heatmap
+import benchmarks.builtin  # noqa: F401  (registers the built-in methods: their plot styles)
+from benchmarks.registry.methods import method_style
+from benchmarks.reports.overview import buckets, heatmap
 
 
 def write_plots(out: Path, summary: dict, per_class: pd.DataFrame, title: str) -> list[str]:
@@ -139,4 +140,4 @@ if __name__ == "__main__":
 
     from fewshot.utils.errors import run_cli
 
-    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.plots"))
+    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.reports.plots"))

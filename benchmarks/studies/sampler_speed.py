@@ -1,6 +1,6 @@
 """Episodes per second of this sampler and evaluator against learn2learn's Taskset and easyfsl's TaskSampler.
 
-    python -m benchmarks.sampler_speed [--repeats 3] [--seconds 0.6] [--threads 1] [--out DIR]
+    python -m benchmarks.studies.sampler_speed [--repeats 3] [--seconds 0.6] [--threads 1] [--out DIR]
 
 Every row runs on the same in-memory data (64-d float features; 5-way 5-shot 15-query), side by side in
 one process, and the repeats are interleaved row by row so that a change in machine load hits every row
@@ -12,7 +12,7 @@ atomically to ``sampler_speed.md`` in a fresh ``runs/sampler_speed-<UTC timestam
 learn2learn 0.2.0 runs in the project's own environment: its PyPI sdist does not build on Python 3.11 by
 itself, so ``make install`` (or ``python tools/install_learn2learn.py --python .venv/bin/python``) builds it
 with Cython 3 and without qpth. easyfsl is not a project dependency: ``pip install --no-deps easyfsl==1.5.0``
-for its rows. Refresh the committed table with ``python -m benchmarks.sampler_speed --out benchmarks/results``.
+for its rows. Refresh the committed table with ``python -m benchmarks.studies.sampler_speed --out benchmarks/results``.
 The ``fewshot: `L2LTasks.sample``` row is this project's sampler served in learn2learn's task form
 (:mod:`fewshot.sampling.l2l`), split by learn2learn's ``partition_task``: what a learn2learn loop gets when
 it switches sampler. easyfsl's TaskSampler calls ``Sampler.__init__(data_source=None)``, which torch 2.14
@@ -39,10 +39,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from benchmarks.outdir import OUT_HELP, output_folder
+from benchmarks.studies.outdir import OUT_HELP, output_folder
 from fewshot import EpisodeSampler
 from fewshot.evaluation import episodic_eval
 from fewshot.utils.io import atomic_write_text
+from fewshot.utils.runinfo import cpu_model
 
 WAY, SHOT, QUERY, DIM = 5, 5, 15, 64
 DATASETS = {"11k": (11_000, 120), "1M": (1_000_000, 10_000)}  # items, classes
@@ -322,18 +323,12 @@ def ratio_lines(tables: list[dict], names: list[str]) -> tuple[list[str], float 
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def render(tables: list[dict], missing: list[str], ratios: list[str], headline: float | None,
            args: argparse.Namespace, load: tuple[float, float]) -> str:
-    command = " ".join(["python -m benchmarks.sampler_speed", *map(shlex.quote, sys.argv[1:])])
+    command = " ".join(["python -m benchmarks.studies.sampler_speed", *map(shlex.quote, sys.argv[1:])])
     evals = [r for r in tables if r["row"] == "fewshot: `episodic_eval`"]
     lines = [
         "# Sampler and episodic-evaluation speed",

@@ -1,13 +1,13 @@
 """The README's results tables, written from committed run files only, and checked against them.
 
-    python -m benchmarks.readme_results            # rewrite README.md's tables from the committed runs
-    python -m benchmarks.readme_results --check    # exit 1 when a README table differs from the files
+    python -m benchmarks.reports.readme_results            # rewrite README.md's tables from the committed runs
+    python -m benchmarks.reports.readme_results --check    # exit 1 when a README table differs from the files
 
 Each table sits in README.md between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``, made from
 ``benchmarks/results/cpu/summary.json`` (the main run) and ``benchmarks/results/cpu-scratch/summary.json``
 (its from-scratch counterpart, one column), with the seed's and the best published figures beside them.
 Rows are sorted by macro top-1 within each input (image, then product name): the answer reads top down.
-The ``scratch-vs-pretrained`` block is ``python -m benchmarks.compare benchmarks/results/cpu-scratch
+The ``scratch-vs-pretrained`` block is ``python -m benchmarks.reports.compare benchmarks/results/cpu-scratch
 benchmarks/results/cpu --common --metrics macro_top1 macro_top5``, with ``####`` headings.
 """
 from __future__ import annotations
@@ -18,15 +18,16 @@ import re
 import sys
 from pathlib import Path
 
-from benchmarks import compare
-from benchmarks.report import PUBLISHED_EPISODIC, SEED_REFERENCE
+import benchmarks.builtin  # noqa: F401  (registers the built-in methods: what runs before declarations read)
+from benchmarks.registry.methods import get_method
+from benchmarks.reports import compare
+from benchmarks.reports.summary import PUBLISHED_EPISODIC, SEED_REFERENCE
 from fewshot.evaluation import BUCKETS
 from fewshot.utils.errors import UserError, run_cli
 from fewshot.utils.io import atomic_write_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAIN, SCRATCH = ROOT / "benchmarks/results/cpu", ROOT / "benchmarks/results/cpu-scratch"
-TEXT_METHODS = {"text": "name", "fusion_gate": "image + name", "fusion_product": "image + name"}
 EPISODIC_SETTINGS = ("2w1s", "2w5s", "5w1s", "5w5s", "15w1s", "15w5s")
 COMPARED = ("macro_top1", "macro_top5")
 
@@ -36,9 +37,16 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def _order(rows: dict) -> list[str]:
+def inputs(summary: dict, method: str) -> str:
+    """What ``method`` reads ("image", "name", "image + name"): as the run's summary.json declares it, else (a
+    run from before the declarations) as the registry does."""
+    declared = summary.get("methods", {}).get(method, {}).get("inputs")
+    return " + ".join(declared if declared is not None else get_method(method).reads())
+
+
+def _order(rows: dict, summary: dict) -> list[str]:
     """Image methods, then the name-reading ones, each by macro top-1 (best first; ties by name)."""
-    return sorted(rows, key=lambda m: (m in TEXT_METHODS, -rows[m]["macro_top1"], m))
+    return sorted(rows, key=lambda m: (inputs(summary, m) != "image", -rows[m]["macro_top1"], m))
 
 
 def transfer_table(group: str, main: dict, scratch: dict) -> str:
@@ -48,11 +56,11 @@ def transfer_table(group: str, main: dict, scratch: dict) -> str:
     head = ("| method | input | macro top-1 | macro top-5 | micro top-1 |"
             + (" head / tail macro top-1 |" if joint else "") + " Many | Medium | Few | from scratch |")
     lines = [head, "|---|---|" + "---:|" * (7 + joint)]
-    for m in _order(rows):
+    for m in _order(rows, main):
         r = rows[m]
         buckets = " | ".join(pct((r.get("buckets") or {}).get(b)) for b in BUCKETS)
         split = f" {pct(r.get('head_macro_top1'))} / {pct(r.get('tail_macro_top1'))} |" if joint else ""
-        lines.append(f"| `{m}` | {TEXT_METHODS.get(m, 'image')} | {pct(r['macro_top1'])} | {pct(r['macro_top5'])} | "
+        lines.append(f"| `{m}` | {inputs(main, m)} | {pct(r['macro_top1'])} | {pct(r['macro_top5'])} | "
                      f"{pct(r['micro_top1'])} |{split} {buckets} | {pct(other.get(m, {}).get('macro_top1'))} |")
     if group in SEED_REFERENCE:
         blank = " – |" * (4 + joint)
@@ -117,7 +125,7 @@ def update(readme: str, generated: dict[str, str]) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.readme_results", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.reports.readme_results", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="only compare; exit 1 when a table is stale")
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
@@ -139,4 +147,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.readme_results"))
+    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.reports.readme_results"))

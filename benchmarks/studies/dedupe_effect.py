@@ -1,13 +1,14 @@
 """How much pixel-identical copies inflate episodic accuracy: the same embeddings, the same seeded episode
 settings, on the evaluation classes with and without ``data.dedupe``.
 
-    python -m benchmarks.dedupe_effect --run RUN_DIR [--data DIR] [--out benchmarks/results/dedupe]
+    python -m benchmarks.studies.dedupe_effect --run RUN_DIR [--data DIR] [--out DIR]
 
 The episodic protocol pools years, so a picture and its copy can be drawn as a support and a query of one
 episode. This scores each episodic method of a finished run (its trained checkpoints, and the frozen
 ImageNet features) on both versions of the evaluation set; only the evaluation images differ, the
 embeddings are the run's (trained on the deduplicated background classes when the run deduplicated).
-Writes ``dedupe_effect.json`` and ``dedupe_effect.md`` into ``--out``.
+Writes ``dedupe_effect.json`` and ``dedupe_effect.md`` into ``--out`` (default: a fresh
+``runs/dedupe_effect-<timestamp>/``; ``--out benchmarks/results/dedupe`` refreshes the committed table).
 """
 from __future__ import annotations
 
@@ -17,15 +18,18 @@ import sys
 import time
 from pathlib import Path
 
+import benchmarks.builtin  # noqa: F401  (registers the built-in methods and embeddings)
 from benchmarks.config import BenchmarkConfig
-from benchmarks.context import RunContext
-from benchmarks.embeddings import EpisodicSplit, get_embedding
-from benchmarks.episodic import evaluate_method, scoring_inputs
-from benchmarks.methods import get_method
-from fewshot.cli import data_dir
+from benchmarks.engine.context import RunContext
+from benchmarks.engine.episodic_split import EpisodicSplit
+from benchmarks.protocols.episodic import evaluate_method, scoring_inputs
+from benchmarks.registry.embeddings import get_embedding
+from benchmarks.registry.methods import get_method
+from benchmarks.studies.outdir import OUT_HELP, output_folder
 from fewshot.config import load_config
 from fewshot.data.dataset import FashionProducts
 from fewshot.data.duplicates import dataset_groups
+from fewshot.data.layouts import data_dir
 from fewshot.data.protocols import EpisodicProtocol
 from fewshot.utils.device import resolve_device
 from fewshot.utils.errors import UserError, run_cli
@@ -34,11 +38,11 @@ from fewshot.utils.runinfo import git_revision
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.dedupe_effect", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.studies.dedupe_effect", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="a finished benchmark run folder (its checkpoints)")
     p.add_argument("--data", help="dataset folder (default: the run's, or $FEWSHOT_DATA)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/dedupe"), help="output folder")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -66,13 +70,13 @@ def main(args: argparse.Namespace) -> dict:
             emb = get_embedding(method.episodic)
             if not emb.frozen and not (args.run / emb.checkpoint).is_file():
                 raise UserError(f"{args.run} has no {emb.checkpoint}: run {method.name} there first")
-            weights, backbone, head = scoring_inputs(emb, args.run, cfg)
-            settings, _ = evaluate_method(ctx, method, weights, backbone, split, head)
+            settings, _ = evaluate_method(ctx, method, *scoring_inputs(emb, args.run, cfg), split)
             results["methods"].setdefault(method.name, {})[key] = settings
     results["seconds"] = time.perf_counter() - start
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "dedupe_effect.json", results)
-    atomic_write_text(args.out / "dedupe_effect.md", markdown(results))
+    out = output_folder("dedupe_effect", args.out)
+    if out is not None:
+        atomic_write_json(out / "dedupe_effect.json", results)
+        atomic_write_text(out / "dedupe_effect.md", markdown(results))
     print(markdown(results))
     return results
 
@@ -94,4 +98,4 @@ def markdown(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.dedupe_effect"))
+    sys.exit(run_cli(lambda argv: main(get_args_parser().parse_args(argv)), prog="benchmarks.studies.dedupe_effect"))

@@ -2,15 +2,17 @@
 
 A phase is a named function whose result (tensors, arrays, dicts...) lands in ``<out>/phases/<name>.pt``
 with its wall time and its *key*: the hash of everything it depends on (its slice of the config, the
-dataset's pixel hash, the keys of the phases it consumes, :data:`PHASES_VERSION`). So:
+dataset's pixel hash, the code it runs (:mod:`benchmarks.engine.codekey`), the keys of the phases it consumes,
+:data:`PHASES_VERSION`). So:
 
 - ``--resume`` reloads a phase whose stored key matches and recomputes one whose inputs changed;
 - ``--reuse DIR`` (any number of finished run folders) imports a phase whose key matches from there,
   with the files it declares as artifacts (checkpoints), instead of computing it: adding a method to a
-  finished run costs that method's own phases, and a changed upstream setting recomputes exactly the
-  phases downstream of it;
-- a phase file written before keys existed (run folders older than the registry) is trusted on
-  ``--resume`` of its own folder, whose config cannot have changed, and never imported elsewhere.
+  finished run costs that method's own phases, a changed upstream setting recomputes exactly the
+  phases downstream of it, and a changed method recomputes that method's phases;
+- results are stored as tensors and plain containers (:mod:`fewshot.utils.records`) and read with
+  ``torch.load(weights_only=True)``: a phase file from another folder cannot run code. A phase file written
+  by an older version (a pickle) is not read: the phase is computed again.
 
 Killing a run loses at most the phase in progress; training phases keep their own per-epoch
 checkpoints, so ``--resume`` continues from the last finished epoch.
@@ -24,28 +26,29 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
 from tqdm.auto import tqdm
 
 from fewshot.utils import distributed
-from fewshot.utils.io import atomic_torch_save
+from fewshot.utils.records import load_record, save_record
 
 T = TypeVar("T")
 
-# Bump when a code change alters what a phase computes from the same inputs: old keys then stop matching.
-PHASES_VERSION = 1
+# Bump when the phase file format changes (2: records instead of pickles; code digests in the keys).
+PHASES_VERSION = 2
 
 
-def phase_key(name: str, inputs: Mapping[str, Any], upstream: Sequence[str] = ()) -> str:
-    """sha256 of the phase's name, its inputs (JSON-able, order-free) and its upstream phases' keys."""
-    blob = json.dumps({"phase": name, "version": PHASES_VERSION, "inputs": inputs, "upstream": sorted(upstream)},
-                      sort_keys=True, default=str)
+def phase_key(name: str, inputs: Mapping[str, Any], upstream: Sequence[str] = (), code: str = "") -> str:
+    """sha256 of the phase's name, its inputs (JSON-able, order-free), the digest of the code it runs
+    (:func:`benchmarks.engine.codekey.code_digest`) and its upstream phases' keys."""
+    blob = json.dumps({"phase": name, "version": PHASES_VERSION, "inputs": inputs, "code": code,
+                       "upstream": sorted(upstream)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -57,13 +60,11 @@ class PhaseStore:
     {phase: key}.
     """
 
-    def __init__(self, out: Path, *, reuse: Sequence[Path] = (), trust_unkeyed: bool = False,
-                 log: Callable[[str], None] = tqdm.write) -> None:
+    def __init__(self, out: Path, *, reuse: Sequence[Path] = (), log: Callable[[str], None] = tqdm.write) -> None:
         self.out = Path(out)
         self.folder = self.out / "phases"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.sources = [Path(p) for p in reuse]
-        self.trust_unkeyed = trust_unkeyed
         self.seconds: dict[str, float] = {}
         self.reused: list[str] = []
         self.imported: dict[str, str] = {}
@@ -87,7 +88,7 @@ class PhaseStore:
         result = fn()
         seconds = time.perf_counter() - start
         if distributed.is_main():
-            atomic_torch_save({"result": result, "seconds": seconds, "key": key}, self.folder / f"{name}.pt")
+            save_record({"result": result, "seconds": seconds, "key": key}, self.folder / f"{name}.pt")
         distributed.barrier()  # the phase's files are there for every rank
         self.seconds[name] = seconds
         self.log(f"[{name}] done in {seconds:.0f} s")
@@ -97,14 +98,14 @@ class PhaseStore:
         """(how, saved phase) of a finished phase with this key, in this run folder or imported into it
         from a source folder (with its artifacts); None when it must be computed."""
         own = self._load(self.folder / f"{name}.pt")
-        if own is not None and (own.get("key") == key or (own.get("key") is None and self.trust_unkeyed)):
+        if own is not None and own.get("key") == key:
             return "finished earlier", own
         if own is not None:
             self.log(f"[{name}] its inputs changed since it ran: recomputing")
         for source in self.sources:
             saved = self._load(source / "phases" / f"{name}.pt")
             if saved is not None and saved.get("key") == key and self._import_artifacts(source, artifacts):
-                atomic_torch_save({**saved, "imported_from": str(source)}, self.folder / f"{name}.pt")
+                save_record({**saved, "imported_from": str(source)}, self.folder / f"{name}.pt")
                 self.imported[name] = str(source)
                 return f"imported from {source}", saved
         return None
@@ -119,9 +120,15 @@ class PhaseStore:
         self.log(f"[{name}] {how} ({saved['seconds']:.0f} s): reusing its result")
         return saved["result"]
 
-    @staticmethod
-    def _load(path: Path) -> dict[str, Any] | None:
-        return torch.load(path, weights_only=False) if path.is_file() else None
+    def _load(self, path: Path) -> dict[str, Any] | None:
+        """A phase file's record; None when there is none, or when an older version wrote it (a pickle)."""
+        if not path.is_file():
+            return None
+        try:
+            return load_record(path)
+        except (pickle.UnpicklingError, TypeError, KeyError):
+            self.log(f"[{path.stem}] {path} was written by an older version: computing the phase again")
+            return None
 
     def _import_artifacts(self, source: Path, artifacts: Sequence[str]) -> bool:
         """Hard-link (else copy) the phase's files from ``source``; False when one is missing there."""

@@ -16,6 +16,7 @@ import json
 import pickle
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,11 +63,17 @@ class StageOutput:
     seconds: float
 
 
+# (train indices) -> (the indices to train on, the validation indices that choose the epoch)
+ValSplit = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
 def run_stage(
     images: np.ndarray, protocol: TransferProtocol, group: str, config: TrainConfig, model: Classifier,
-    out_dir: Path, *, resume: bool, progress: bool, meta: dict,
+    out_dir: Path, *, resume: bool, progress: bool, meta: dict, val_split: ValSplit | None = None,
 ) -> StageOutput:
-    """Train ``model`` on ``group``'s train images, score its test images; a finished stage is reloaded."""
+    """Train ``model`` on ``group``'s train images, score its test images; a finished stage is reloaded.
+    ``val_split``: how the epoch's validation images are carved from the train images (default: a stratified
+    ``config.val_fraction``, :class:`fewshot.training.supervised.SupervisedObjective`'s own)."""
     done = out_dir / "scores.pt"
     classes = protocol.classes(group)
     if resume and done.exists():
@@ -82,7 +89,8 @@ def run_stage(
     test_idx = getattr(protocol, f"{group}_test")
     labels = np.full(len(images), -1, dtype=np.int64)
     labels[train_idx] = protocol.targets(train_idx, group)
-    objective = SupervisedObjective(images, labels, train_idx, config, n_classes=len(classes))
+    fit_idx, val_idx = val_split(np.asarray(train_idx)) if val_split is not None else (train_idx, None)
+    objective = SupervisedObjective(images, labels, fit_idx, config, val_indices=val_idx, n_classes=len(classes))
     result = fit(model, objective, config, out_dir, resume=resume, meta=meta, progress=progress)
     scores = (predict_scores(model, images, test_idx, config.eval_batch_size, progress=progress)
               if len(test_idx) else torch.zeros(0, len(classes)))
@@ -105,19 +113,19 @@ def _load_scores(path: Path) -> StageOutput | None:
 
 def train_stage1(
     images: np.ndarray, protocol: TransferProtocol, config: TwoStageConfig, out_dir: str | Path, *,
-    resume: bool = False, progress: bool = True,
+    resume: bool = False, progress: bool = True, val_split: ValSplit | None = None,
 ) -> StageOutput:
     """Stage 1: a fresh backbone + head trained on the head classes; scores the head test images."""
     c1 = config.stage1
     model = Classifier(create_backbone(config.backbone, config.weights, seed=c1.seed), len(protocol.head),
                        seed=c1.seed)
     return run_stage(images, protocol, "head", c1, model, Path(out_dir) / "stage1", resume=resume, progress=progress,
-                     meta={**_meta(config), "stage": 1, "classes": list(protocol.head)})
+                     meta={**_meta(config), "stage": 1, "classes": list(protocol.head)}, val_split=val_split)
 
 
 def train_stage2(
     images: np.ndarray, protocol: TransferProtocol, config: TwoStageConfig, out_dir: str | Path,
-    stage1_checkpoint: str | Path, *, resume: bool = False, progress: bool = True,
+    stage1_checkpoint: str | Path, *, resume: bool = False, progress: bool = True, val_split: ValSplit | None = None,
 ) -> StageOutput:
     """Stage 2: stage 1's best backbone + a new head fine-tuned on the tail classes; scores the tail test
     images."""
@@ -125,12 +133,12 @@ def train_stage2(
     backbone = create_backbone(config.backbone, stage1_checkpoint, seed=c2.seed)
     model = Classifier(backbone, len(protocol.tail), seed=c2.seed, freeze_backbone=config.freeze_backbone)
     return run_stage(images, protocol, "tail", c2, model, Path(out_dir) / "stage2", resume=resume, progress=progress,
-                     meta={**_meta(config), "stage": 2, "classes": list(protocol.tail)})
+                     meta={**_meta(config), "stage": 2, "classes": list(protocol.tail)}, val_split=val_split)
 
 
 def train_stage2_joint(
     images: np.ndarray, protocol: TransferProtocol, config: TwoStageConfig, out_dir: str | Path,
-    stage1_checkpoint: str | Path, *, resume: bool = False, progress: bool = True,
+    stage1_checkpoint: str | Path, *, resume: bool = False, progress: bool = True, val_split: ValSplit | None = None,
 ) -> StageOutput:
     """The seed's recipe for a whole catalogue: stage 1's best backbone + a new head over head + tail
     classes, fine-tuned on both groups' train images together (``config.stage2_joint``: class-weighted by
@@ -139,7 +147,8 @@ def train_stage2_joint(
     backbone = create_backbone(config.backbone, stage1_checkpoint, seed=cj.seed)
     model = Classifier(backbone, len(protocol.all), seed=cj.seed, freeze_backbone=config.freeze_backbone)
     return run_stage(images, protocol, "all", cj, model, Path(out_dir) / "stage2_joint", resume=resume,
-                     progress=progress, meta={**_meta(config), "stage": "2-joint", "classes": list(protocol.all)})
+                     progress=progress, meta={**_meta(config), "stage": "2-joint", "classes": list(protocol.all)},
+                     val_split=val_split)
 
 
 def _meta(config: TwoStageConfig) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from baselines.two_stage import TwoStageConfig
-from fewshot.methods.fusion_functional import DEFAULT_THRESHOLDS
+from fewshot.methods.fusion_functional import DEFAULT_THRESHOLDS, DEFAULT_WEIGHTS
 from fewshot.models.backbones import available_backbones
 from fewshot.training.episodic import EpisodeConfig
 from fewshot.training.loop import TrainConfig
@@ -166,14 +166,15 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    """The product-name branch (``text``, ``fusion_gate``, ``fusion_product``): ``encoder`` ("tfidf", or
-    "minilm" with its optional packages) fitted on train names only, ``max_features`` TF-IDF columns, and
-    ``classifier``, the feature-based method fitted on the text features; a linear classifier takes
-    [longtail]'s schedule and tau grid with ``weight_decays`` from here."""
+    """The product-name branch (``text``, ``fusion_gate``, ``fusion_product``): ``encoder`` ("tfidf", "bow"
+    (binary word 1-2-grams), or "minilm" with its optional packages) fitted on train names only,
+    ``max_features`` TF-IDF / bag-of-words columns, and ``classifier``, the feature-based method fitted on the
+    text features; a linear classifier takes [longtail]'s schedule and tau grid with ``weight_decays`` from
+    here ("logreg": a class-balanced logistic regression, nothing chosen on validation)."""
 
-    encoder: Literal["tfidf", "minilm"] = "tfidf"
+    encoder: Literal["tfidf", "minilm", "bow"] = "tfidf"
     max_features: int = 8192
-    classifier: Literal["centroid", "crt", "tau_norm", "logit_adjust"] = "tau_norm"
+    classifier: Literal["centroid", "crt", "tau_norm", "logit_adjust", "logreg"] = "tau_norm"
     weight_decays: tuple[float, ...] = (1e-2,)
 
     def __post_init__(self) -> None:
@@ -186,18 +187,22 @@ class TextConfig:
 @dataclass(frozen=True)
 class FusionConfig:
     """``image_method``: the image-only method whose probabilities are fused with the text's (a
-    feature-based transfer method, named here, never chosen on test images); temperatures and the gate
-    threshold (from ``thresholds``) are fitted on ``val_fraction`` of each group's train images."""
+    feature-based transfer method, named here, never chosen on test images); temperatures, the gate's
+    direction and threshold (from ``thresholds``) and the product's image weight (from ``weights``) are
+    chosen on ``val_fraction`` of each group's train images (by the run's validation rule)."""
 
     image_method: str = "tau_norm"
     val_fraction: float = 0.2
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    weights: tuple[float, ...] = DEFAULT_WEIGHTS  # the image's weight in the weighted product
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"fusion.val_fraction={self.val_fraction} must lie in (0, 1)")
-        if not self.thresholds or min(self.thresholds) < 0 or max(self.thresholds) > 1:
-            raise ValueError(f"fusion.thresholds={list(self.thresholds)} must lie in [0, 1], at least one")
+        for name in ("thresholds", "weights"):
+            grid = getattr(self, name)
+            if not grid or min(grid) < 0 or max(grid) > 1:
+                raise ValueError(f"fusion.{name}={list(grid)} must lie in [0, 1], at least one")
 
 
 @dataclass(frozen=True)
@@ -225,9 +230,52 @@ class MetaLearnConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """How every choice made on validation carves its validation images out of train images (the trainer's
+    epoch, the long-tail heads' weight decay / tau / epochs, the text classifier, the fusion's temperatures,
+    gate and weight): ``rule = "group"`` holds out whole groups of each class, a group being the images that
+    share the values of the ``group_key`` columns (Kaggle: ``year`` and ``season``), with pixel-identical copies
+    always on one side (:mod:`fewshot.data.validation`); ``"stratified"`` draws a random share of each class.
+    Each choice keeps its own fraction (``longtail.val_fraction``, a training table's ``val_fraction``...).
+    A group rule on data without those columns, or whose every class lies in one group, falls back to
+    stratified, and the run says so (run.json, summary.md)."""
+
+    rule: Literal["stratified", "group"] = "group"
+    group_key: tuple[str, ...] = ("year", "season")
+
+    def __post_init__(self) -> None:
+        if self.rule == "group" and not self.group_key:
+            raise ValueError('validation.rule = "group" needs validation.group_key, the columns that form a group')
+
+
+@dataclass(frozen=True)
+class StatisticsConfig:
+    """The intervals on the transfer figures: a class-stratified bootstrap of the test images (``n_resamples``
+    resamples, seeded by the run's seed) gives each figure's ``level`` interval and paired intervals of
+    differences: every method against ``reference`` (in the joint group, ``joint_reference``), and the
+    ``leaders`` best methods of each group (plus the best of each input) against each other. A Friedman test
+    with Nemenyi's post-hoc over the per-class accuracies ranks each group's methods."""
+
+    n_resamples: int = 1000
+    level: float = 0.95
+    reference: str = "two_stage"
+    joint_reference: str = "two_stage_joint"
+    leaders: int = 3
+
+    def __post_init__(self) -> None:
+        if self.n_resamples < 1 or self.leaders < 1 or not 0.5 <= self.level < 1.0:
+            raise ValueError(f"statistics: n_resamples={self.n_resamples} and leaders={self.leaders} must be >= 1, "
+                             f"level={self.level} in [0.5, 1)")
+
+
+@dataclass(frozen=True)
 class BenchmarkConfig:
     name: str = "custom"
     seed: int = 0
+    # more seeds for the methods that are cheap to repeat (on cached features): each runs once per seed of
+    # ``seeds`` (empty: ``seed`` alone), the trained backbones once (with ``seed``) unless ``seed_backbones``
+    seeds: tuple[int, ...] = ()
+    seed_backbones: bool = False
     device: str = "auto"
     cpu_amp: bool = False
     backbone: str = "resnet18"
@@ -253,6 +301,8 @@ class BenchmarkConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     protonet: ProtoNetConfig = field(default_factory=ProtoNetConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
 
     def __post_init__(self) -> None:
         if not _DEVICE.fullmatch(self.device):
@@ -262,6 +312,12 @@ class BenchmarkConfig:
                 raise ValueError(f"{key}={getattr(self, key)!r} is unknown; known: {', '.join(available_backbones())}")
         if not 0.0 < self.val_classes < 1.0:
             raise ValueError(f"val_classes={self.val_classes} must lie in (0, 1)")
+        if any(s < 0 for s in (self.seed, *self.seeds)) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seed={self.seed} and seeds={list(self.seeds)} must be distinct integers >= 0")
+
+    def all_seeds(self) -> tuple[int, ...]:
+        """``seed`` first, then the other ``seeds`` (the figures and predictions are ``seed``'s)."""
+        return (self.seed, *(s for s in self.seeds if s != self.seed))
 
     def train(self, which: str) -> TrainConfig:
         """The training table ``which`` with the run's seed, device and cpu_amp applied."""

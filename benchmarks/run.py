@@ -31,6 +31,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 import benchmarks.builtin  # noqa: F401  (registers the built-in embeddings and methods)
@@ -42,8 +43,12 @@ from benchmarks.engine.phases import PhaseStore
 from benchmarks.protocols.episodic import run_episodic
 from benchmarks.protocols.transfer import run_transfer
 from benchmarks.registry.embeddings import embeddings
-from benchmarks.registry.methods import configured_methods, resolve_config
+from benchmarks.registry.methods import configured_methods, declaration, get_method, resolve_config
 from benchmarks.reports.plots import write_plots
+from benchmarks.reports.predictions import FILE as PREDICTIONS
+from benchmarks.reports.predictions import collect as collect_predictions
+from benchmarks.reports.predictions import write as write_predictions
+from benchmarks.reports.statistics import run_statistics
 from benchmarks.reports.summary import per_class_table, summary_dict, write_results
 from fewshot.config import apply_overrides, load_config, to_dict, to_toml
 from fewshot.data.catalog import Catalog
@@ -58,6 +63,7 @@ from fewshot.data.protocols import (
     split_rule_for,
 )
 from fewshot.data.synth import write_synthetic
+from fewshot.data.validation import ValidationRule
 from fewshot.utils import distributed
 from fewshot.utils.device import resolve_device
 from fewshot.utils.errors import UserError, run_cli
@@ -207,6 +213,16 @@ def _protocols(cfg: BenchmarkConfig, ds: Catalog, ctx: RunContext, dedupe, out: 
     return ctx, tp, ep
 
 
+def _validation(cfg: BenchmarkConfig, ds: Catalog, ctx: RunContext, tp: TransferProtocol | None,
+                copies: np.ndarray) -> RunContext:
+    """The run context with the validation rule that applies to this data (``cfg.validation``, or its
+    stratified fallback) and, for a group rule, every image's group merged with its pixel copies."""
+    rule = ValidationRule(cfg.validation.rule, cfg.validation.group_key)
+    train = np.concatenate([tp.head_train, tp.tail_train]) if tp is not None else None
+    applied, codes = rule.row_groups(ds.labels, ds.table, linked=copies, indices=train)
+    return dataclasses.replace(ctx, validation=applied, val_groups=codes)
+
+
 def _requested_device(args: argparse.Namespace) -> str:
     """The run's device setting, read before anything is written: under torchrun the process group's
     backend (nccl for CUDA, gloo for the CPU) depends on it."""
@@ -287,6 +303,9 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     dedupe = groups if cfg.data.dedupe else None
     ctx, tp, ep = _protocols(cfg, ds, ctx, dedupe, out, run)
     run["dataset"]["features_key"] = ctx.image_key  # what feature and text caches of this run are keyed by
+    ctx = _validation(cfg, ds, ctx, tp, groups)
+    run["validation"] = {"rule": ctx.validation.kind, "group_key": list(ctx.validation.group_key),
+                         "fallback": ctx.validation.fallback, "words": ctx.validation.describe(share=False)}
     preflight(cfg, tp, ep)
     transfer = run_transfer(ctx, tp) if tp is not None else {}
     episodic = run_episodic(ctx, ep) if ep is not None else {}
@@ -295,8 +314,14 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     if cfg.data.dedupe:
         duplicates.update(transfer_test_dropped=len(tp.dropped_test) if tp is not None else 0,
                           episodic_dropped=len(ep.dropped_duplicates) if ep is not None else 0)
+    declared = {m: declaration(get_method(m)) for m in cfg.methods}
+    predictions = collect_predictions(transfer, tp, ds.ids) if tp is not None else {}
+    started = time.perf_counter()
+    statistics = run_statistics(predictions, cfg.statistics, cfg.seed, {m: d["inputs"] for m, d in declared.items()})
+    run["statistics_seconds"] = time.perf_counter() - started
     summary = summary_dict(transfer, episodic, tp, ds.synthetic, duplicates,
-                           name_subsets=subset_summary(transfer, ctx, tp) if tp is not None else None)
+                           name_subsets=subset_summary(transfer, ctx, tp) if tp is not None else None,
+                           statistics=statistics, methods=declared, validation=run["validation"])
     per_class = per_class_table(transfer, episodic, tp, ep, cfg.methods)
     run.update(status="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                wall_seconds=time.perf_counter() - start)
@@ -305,10 +330,13 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
                        "reused_phases lists those finished by an earlier attempt")
     if not distributed.is_main():  # every rank computed the results; rank 0 writes them
         return summary
+    if predictions:
+        write_predictions(out / PREDICTIONS, predictions)
     run["plots"] = write_plots(out, summary, per_class, f"{cfg.name}{' (SYNTHETIC)' if ds.synthetic else ''}")
     write_results(out, summary, run, per_class)
     atomic_write_json(out / "run.json", run)
-    tqdm.write(f"results in {out}: summary.md, summary.json, per_class.csv, run.json, {', '.join(run['plots'])}")
+    tqdm.write(f"results in {out}: summary.md, summary.json, per_class.csv, {PREDICTIONS + ', ' if predictions else ''}"
+               f"run.json, {', '.join(run['plots'])}")
     return summary
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -110,3 +112,15 @@ def synthetic_cached(synthetic_root: Path, tmp_path_factory: pytest.TempPathFact
         warnings.simplefilter("ignore")
         return FashionProducts(synthetic_root).cached((32, 24), cache_root=tmp_path_factory.mktemp("cache"),
                                                       progress=False)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke config run once for the whole session (benchmark, statistics and reports tests read it). A
+    subprocess, like the killed runs of the tests: both then use torch's default thread count, and CPU kernels
+    give bit-identical results only for the same thread count."""
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    smoke = Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "smoke.toml"
+    subprocess.run([sys.executable, "-m", "benchmarks.run", "--no-progress", "--config", str(smoke), "--out", str(out)],
+                   check=True, capture_output=True, timeout=600)
+    return out

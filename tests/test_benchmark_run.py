@@ -45,16 +45,6 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "benchmarks.run", "--no-progress", *args]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    # A subprocess, like the killed run below: both then use torch's default thread count, and CPU
-    # kernels give bit-identical results only for the same thread count.
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    subprocess.run(_command("--config", str(SMOKE), "--out", str(out)), check=True, capture_output=True,
-                   timeout=600)
-    return out
-
-
 def test_smoke_run_writes_every_result_file(smoke_run):
     for name in ("config.resolved.toml", "run.json", "per_class.csv", "summary.json", "summary.md",
                  "per_class_vs_train.png", "shots.png", "episodic.png"):
@@ -199,8 +189,9 @@ def test_plots_redraw_from_a_finished_runs_files(smoke_run, tmp_path):
     for png in out.glob("*.png"):
         png.unlink()
     written = plots.main(plots.get_args_parser().parse_args([str(out)]))
-    assert sorted(written) == ["buckets.png", "episodic.png", "per_class_heatmap.png", "per_class_vs_train.png",
-                               "shots.png"]
+    assert sorted(written) == ["buckets.png", "cd_all.png", "cd_head.png", "cd_tail.png", "episodic.png",
+                               "intervals.png", "per_class_heatmap.png", "per_class_vs_train.png", "shots.png"]
+    assert sorted(written) == sorted(p.name for p in smoke_run.glob("*.png"))  # what the run drew
     assert all((out / name).stat().st_size > 10_000 for name in written)
     with pytest.raises(SystemExit, match="not a finished run: no summary.json"):
         plots.main(plots.get_args_parser().parse_args([str(tmp_path)]))
@@ -230,7 +221,7 @@ def test_resume_with_an_evaluation_override_recomputes_the_evaluations_only(smok
     out = tmp_path / "more"
     shutil.copytree(smoke_run, out)
     main(get_args_parser().parse_args(["--resume", str(out), "--no-progress", "evaluation.kshot_draws=1"]))
-    assert _computed(out) == {p for p in _run_json(smoke_run)["phase_seconds"] if p.startswith("eval_")}
+    assert _computed(out) == {p.partition("@")[0] for p in _run_json(smoke_run)["phase_seconds"] if p.startswith("eval_")}
     run = _run_json(out)
     assert run["changed_on_resume"] == ["evaluation.kshot_draws: was 2, now 1"]
     assert "evaluation.kshot_draws=1" in run["overrides"]
@@ -321,9 +312,10 @@ def _run_json(out: Path) -> dict:
 
 
 def _computed(out: Path) -> set[str]:
-    """Phases this attempt computed itself (neither resumed nor imported)."""
+    """Phases this attempt computed itself (neither resumed nor imported), each seed's ``<phase>@seed<n>`` as
+    its phase (the smoke config runs the methods on cached features once per seed)."""
     run = _run_json(out)
-    return set(run["phase_seconds"]) - set(run["reused_phases"])
+    return {p.partition("@")[0] for p in set(run["phase_seconds"]) - set(run["reused_phases"])}
 
 
 def test_adding_a_method_to_a_finished_run_computes_only_that_methods_phases(tmp_path):
@@ -335,7 +327,8 @@ def test_adding_a_method_to_a_finished_run_computes_only_that_methods_phases(tmp
     main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(second), "--no-progress",
                                        "--reuse", str(first), "methods=[\"centroid_stage1\", \"centroid_stage2\"]"]))
     assert _computed(second) == {"stage2", "eval_centroid_stage2"}
-    assert _run_json(second)["imported_phases"] == {"stage1": str(first), "eval_centroid_stage1": str(first)}
+    assert _run_json(second)["imported_phases"] == {"stage1": str(first), "eval_centroid_stage1": str(first),
+                                                    "eval_centroid_stage1@seed1": str(first)}
     # the imported stage-1 checkpoint came along, so stage 2 could start from it
     assert (second / "two_stage" / "stage1" / "best.pt").is_file()
     a, b = (pd.read_csv(d / "per_class.csv") for d in (first, second))
@@ -362,7 +355,8 @@ def test_a_changed_upstream_setting_recomputes_exactly_what_depends_on_it(smoke_
     again = tmp_path / "eval_only"
     main(get_args_parser().parse_args(["--config", str(SMOKE), "--out", str(again), "--no-progress",
                                        "--reuse", str(smoke_run), "evaluation.kshot_draws=1"]))
-    assert _computed(again) == {p for p in _run_json(smoke_run)["phase_seconds"] if p.startswith("eval_")}
+    assert _computed(again) == {p.partition("@")[0] for p in _run_json(smoke_run)["phase_seconds"]
+                                if p.startswith("eval_")}
 
 
 class _Pickled:

@@ -1,12 +1,17 @@
 """Image+text late fusion: temperature scaling, the gate and product rules, the LateFusion method."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from fewshot.data.validation import validation_split
 from fewshot.methods import LateFusion, NearestCentroid, TextHead
 from fewshot.methods.fusion_functional import (
+    DEFAULT_WEIGHTS,
     choose_threshold,
+    choose_weight,
     fit_temperature,
     gate_fusion,
     macro_top1,
@@ -63,9 +68,31 @@ def test_choose_threshold_picks_the_best_gate_on_validation():
     y = torch.tensor([0, 1, 0, 1])
     image = torch.log(torch.tensor([[0.95, 0.05], [0.05, 0.95], [0.4, 0.6], [0.6, 0.4]]))
     text = torch.log(torch.tensor([[0.8, 0.2], [0.2, 0.8], [0.8, 0.2], [0.2, 0.8]]))
-    threshold, score = choose_threshold(image, text, y)
-    assert 0.6 < threshold <= 0.95 and score == 1.0
+    primary, threshold, score = choose_threshold(image, text, y)
+    assert primary == "image" and 0.6 < threshold <= 0.95 and score == 1.0  # ties: the image first
     assert macro_top1(image, y) == 0.5
+
+
+def test_the_gate_can_defer_the_other_way_text_unless_unsure():
+    # text right when confident, wrong when unsure; the image right only where the text is unsure
+    y = torch.tensor([0, 1, 0, 1])
+    text = torch.log(torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.45, 0.55], [0.55, 0.45]]))
+    image = torch.log(torch.tensor([[0.2, 0.8], [0.8, 0.2], [0.6, 0.4], [0.4, 0.6]]))  # sure when wrong
+    primary, threshold, score = choose_threshold(image, text, y)
+    assert primary == "text" and 0.55 < threshold <= 0.9 and score == 1.0
+    fused = gate_fusion(image, text, threshold, primary="text")
+    assert fused.argmax(1).tolist() == y.tolist()
+
+
+def test_the_weighted_product_picks_the_weight_that_scores_best_and_matches_the_plain_product_at_one_half():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (200,), generator=g)
+    image = torch.log_softmax(torch.randn(200, 4, generator=g) + 3 * F.one_hot(y, 4), 1)  # informative
+    text = torch.log_softmax(torch.randn(200, 4, generator=g), 1)  # noise
+    weight, score = choose_weight(image, text, y)
+    assert weight >= 0.75 and score == max(macro_top1(product_fusion(image, text, w), y) for w in DEFAULT_WEIGHTS)
+    torch.testing.assert_close(product_fusion(image, text, 0.5), torch.log_softmax(image + text, 1))
+    assert torch.equal(product_fusion(image, text, 1.0).argmax(1), image.argmax(1))
 
 
 def _two_view_data(n_per_class: int = 30, seed: int = 0, empty_every: int = 4):
@@ -95,7 +122,25 @@ def test_late_fusion_beats_the_image_alone_and_equals_it_when_the_text_abstains(
     assert silent.any()
     assert torch.equal(fused[rule][silent].argmax(1), fused["image"][silent].argmax(1))
     torch.testing.assert_close(fused["product"][silent], fused["image"][silent])
-    assert set(fusion.chosen) >= {"image_temperature", "text_temperature", "threshold", "val_macro_top1"}
+    assert set(fusion.chosen) >= {"image_temperature", "text_temperature", "gate_primary", "threshold", "image_weight",
+                                  "at_grid_edge", "val_macro_top1"}
+
+
+def test_late_fusion_flags_a_setting_chosen_at_the_edge_of_its_grid():
+    x, y = _two_view_data()
+    heads = (NearestCentroid(), NearestCentroid(normalize="l2n", distance="cosine"))
+    edges = LateFusion(*heads, image_dim=2, seed=0, weights=(0.0, 1.0), thresholds=(0.5,)).fit(x, y)
+    assert edges.chosen["at_grid_edge"] == ["image_weight"]  # two points are both edges; one point is no choice
+    inside = LateFusion(*heads, image_dim=2, seed=0, weights=(0.0, 0.5, 1.0), thresholds=(0.5,)).fit(x, y)
+    assert (inside.chosen["image_weight"] == 0.5) == ("image_weight" not in inside.chosen["at_grid_edge"])
+
+
+def test_late_fusion_holds_out_whole_groups_when_given_them():
+    x, y = _two_view_data()
+    groups = np.arange(len(y)) // 5  # blocks of five items of one class
+    fusion = LateFusion(NearestCentroid(), NearestCentroid(), image_dim=2, seed=0).fit(x, y, groups=groups)
+    train, val = validation_split(y.numpy(), 0.2, 0, groups=groups)
+    assert fusion.chosen["val_items"] == len(val) and not set(groups[train]) & set(groups[val])
 
 
 def test_late_fusion_fit_twice_gives_the_same_scores_and_wraps_the_text_head():

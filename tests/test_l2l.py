@@ -3,6 +3,7 @@ and meta-training them with the project's sampler, trainer and evaluator."""
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
 import itertools
 import os
@@ -296,3 +297,32 @@ def test_evaluator_scores_a_user_supplied_learn2learn_learner(l2l):
     sampler = EpisodeSampler(y, 5, 5, 5, 20, seed=6)
     result = evaluate_episodes(MAML(learner=learner, adaptation_steps=3), x, y, sampler, progress=False)
     assert len(result.accuracies) == 20 and result.mean > 0.6
+
+
+def _one_at_a_time(model):
+    """The meta-learner without its batched path: the evaluator then fits it episode by episode."""
+    model.scores_episodes = lambda *args, **kwargs: None  # an instance attribute hides the method
+    return model
+
+
+@pytest.mark.parametrize("kind", ["maml", "anil"])
+def test_batched_episodes_give_the_scores_and_accuracies_of_one_episode_at_a_time(l2l, kind):
+    from fewshot.methods.anil import ANIL
+    from fewshot.methods.maml import MAML
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(12), 30)
+    feats = torch.from_numpy(rng.normal(size=(12, 16))[labels] + rng.normal(size=(len(labels), 16))).float()
+    body = nn.Sequential(nn.LayerNorm(16, elementwise_affine=False), nn.Linear(16, 8), nn.ReLU())
+    model = (MAML if kind == "maml" else ANIL)(body, inner_lr=0.5, adaptation_steps=3).eval()
+    sampler = EpisodeSampler(labels, 5, 2, 4, 12, seed=1)
+    episodes = torch.as_tensor(sampler.sample_batch(0, 6))  # [6, way, shot + query]
+    support = feats[episodes[:, :, :2].reshape(6, -1)]
+    query = feats[episodes[:, :, 2:].reshape(6, -1)]
+    labels_s = torch.arange(5).repeat_interleave(2)
+    batched = model.scores_episodes(support, labels_s, query, chunk=4)
+    one = torch.stack([model.fit(support[e], labels_s).scores(query[e]) for e in range(6)])
+    torch.testing.assert_close(batched, one, rtol=1e-5, atol=1e-5)
+    fast = evaluate_episodes(lambda: model, feats, labels, sampler, progress=False)
+    slow = evaluate_episodes(lambda: _one_at_a_time(copy.deepcopy(model)), feats, labels, sampler, progress=False)
+    assert np.array_equal(fast.accuracies, slow.accuracies) and fast.class_accuracy == slow.class_accuracy

@@ -77,6 +77,9 @@ def _reference(kind, x, y, query, *, weight_decays, taus, val_fraction, seed, ep
     w, b = fit(xs, y, best["weight_decay"], best["epochs"], best["tau"] if kind == "logit_adjust_loss" else None)
     if kind == "crt":
         del best["tau"]
+    grids = {"weight_decay": tuple(weight_decays), "tau": tuple(taus) if "tau" in best else (),
+             "epochs": tuple(range(1, epochs + 1))}
+    best["at_grid_edge"] = [k for k, g in grids.items() if len(g) > 1 and best[k] in (min(g), max(g))]
     return score(qs, w, b, prior_of(y), best.get("tau")), best
 
 
@@ -93,6 +96,7 @@ def test_each_method_equals_its_written_out_reference(kind, seed):
     want, chosen = _reference(kind, x, y, query, **settings, epochs=FAST["epochs"], lr=FAST["lr"],
                               batch_size=FAST["batch_size"])
     assert model.chosen.keys() == chosen.keys()
+    assert model.chosen.pop("at_grid_edge") == chosen.pop("at_grid_edge")
     assert model.chosen == pytest.approx(chosen, rel=1e-12)
     torch.testing.assert_close(model.scores(query), want, rtol=1e-9, atol=1e-9)
 
@@ -118,8 +122,10 @@ def test_logit_adjustment_with_a_uniform_prior_changes_nothing(variant):
     query = torch.randn(30, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     plain = LogitAdjust(**FAST, taus=(0.0,)).fit(x, y)
     adjusted = LogitAdjust(**FAST, taus=(1.0, 2.0), variant=variant).fit(x, y)
-    assert {k: v for k, v in adjusted.chosen.items() if k != "tau"} == \
-        {k: v for k, v in plain.chosen.items() if k != "tau"}
+    # the same choice but tau (a one-value grid has no edge; (1.0, 2.0) has two)
+    assert {k: v for k, v in adjusted.chosen.items() if k not in ("tau", "at_grid_edge")} == \
+        {k: v for k, v in plain.chosen.items() if k not in ("tau", "at_grid_edge")}
+    assert [k for k in adjusted.chosen["at_grid_edge"] if k != "tau"] == plain.chosen["at_grid_edge"]
     shift = adjusted.scores(query) - plain.scores(query)
     torch.testing.assert_close(shift, torch.full_like(shift, shift[0, 0].item()), rtol=0, atol=1e-9)
     assert torch.equal(adjusted.scores(query).argmax(1), plain.scores(query).argmax(1))
@@ -199,6 +205,25 @@ def test_without_validation_items_the_documented_fallback_is_used(kind, tau, val
     grid = _make(kind, taus=(0.0, 0.75, 2.0), min_steps=0, val_fraction=val_fraction).fit(x, y)
     assert grid.chosen.get("tau") == (None if tau is None else 0.75)  # the grid's value nearest 1
     assert grid.chosen["epochs"] == 10
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_with_groups_whole_groups_are_held_out_and_a_single_group_class_gives_no_validation(kind, monkeypatch):
+    x, y, _ = _clusters([20, 12, 8], 4, 1.0, 7)
+    blocks = np.arange(len(y)) // 4  # four consecutive items (of one class) share a group
+    seen = []
+    real = methods.linear_head.validation_split
+
+    def spy(labels, fraction, seed, *, groups=None, min_per_class=1):
+        seen.append(real(labels, fraction, seed, groups=groups, min_per_class=min_per_class))
+        return seen[-1]
+
+    monkeypatch.setattr(methods.linear_head, "validation_split", spy)
+    model = _make(kind, **FAST).fit(x, y, groups=blocks)
+    train, val = seen[-1]
+    assert len(val) and not set(blocks[train]) & set(blocks[val]) and model.chosen["val_macro_top1"] is not None
+    one_group = _make(kind, **FAST).fit(x, y, groups=y.numpy())  # each class one group: nothing to hold out
+    assert one_group.chosen["val_macro_top1"] is None
 
 
 def test_buffers_follow_the_module_and_fitting_runs_under_inference_mode():

@@ -22,10 +22,33 @@ SCRATCH = {"transfer": {"tail": {"two_stage": _row(0.424)}}, "episodic": {"proto
 
 def test_transfer_table_lists_image_methods_then_name_methods_each_best_first_with_the_scratch_figure():
     lines = rr.transfer_table("tail", MAIN, SCRATCH).splitlines()
-    assert lines[0].count("|") - 1 == lines[1].count("|") - 1 == 9  # as many separator cells as columns
+    assert lines[0].count("|") - 1 == lines[1].count("|") - 1 == 10  # as many separator cells as columns
     assert [line.split(" | ")[0] for line in lines[2:5]] == ["| `tau_norm`", "| `two_stage`", "| `text`"]
-    assert lines[3] == "| `two_stage` | image | 45.0 | 90.0 | 60.0 | 70.0 | – | 12.5 | 42.4 |"
-    assert lines[-1] == "| seed, as published | image | 77.0 | 85.0 | – | – | – | – | – |"
+    assert lines[3] == "| `two_stage` | image | 45.0 | 90.0 | 60.0 | 70.0 | – | 12.5 | – | 42.4 |"
+    assert lines[-1] == "| seed, as published | image | 77.0 | 85.0 | – | – | – | – | – | – |"
+
+
+def test_transfer_table_gives_each_figure_its_interval_and_the_spread_over_seeds():
+    row = {**_row(0.508), "ci": {"macro_top1": [0.483, 0.531], "macro_top5": [0.88, 0.92], "micro_top1": [0.58, 0.62],
+                                 "buckets": {"many": [0.6, 0.8], "few": [0.05, 0.2]}},
+           "seeds": {"macro_top1": {"0": 0.508, "1": 0.501, "2": 0.512}}}
+    main = {"transfer": {"tail": {"tau_norm": row}}, "methods": {"tau_norm": {"inputs": ["image"]}}}
+    line = rr.transfer_table("tail", main, {}).splitlines()[2]
+    assert line == ("| `tau_norm` | image | 50.8 [48.3, 53.1] | 90.0 [88.0, 92.0] | 60.0 [58.0, 62.0] | "
+                    "70.0 [60.0, 80.0] | – | 12.5 [5.0, 20.0] | 50.1–51.2 | – |")
+
+
+def test_differences_table_says_what_each_paired_interval_supports():
+    comparisons = [{"a": "crt", "b": "two_stage", "metric": "macro_top1", "diff": 0.05, "ci": [0.02, 0.08],
+                    "excludes_zero": True, "why": "reference"},
+                   {"a": "crt", "b": "tau_norm", "metric": "macro_top1", "diff": -0.003, "ci": [-0.02, 0.015],
+                    "excludes_zero": False, "why": "leaders"},
+                   {"a": "crt", "b": "tau_norm", "metric": "macro_top5", "diff": 0.0, "ci": [-0.01, 0.01],
+                    "excludes_zero": False, "why": "leaders"}]
+    main = {"statistics": {"tail": {"reference": "two_stage", "comparisons": comparisons}}}
+    lines = rr.differences_table("tail", main).splitlines()
+    assert lines[2:] == ["| `crt` | `two_stage` | reference `two_stage` | +5.0 [+2.0, +8.0] | crt better |",
+                         "| `crt` | `tau_norm` | leaders | -0.3 [-2.0, +1.5] | indistinguishable on this data |"]
 
 
 def test_episodic_table_sorts_by_5way_1shot_and_ends_with_the_published_figures():

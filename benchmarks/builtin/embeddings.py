@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.two_stage import StageOutput, train_stage1, train_stage2, train_stage2_joint
+from baselines.two_stage import StageOutput, ValSplit, train_stage1, train_stage2, train_stage2_joint
 from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.context import RunContext
 from benchmarks.engine.episodic_split import EpisodicSplit
 from benchmarks.registry.embeddings import Embedding, register_embedding
 from fewshot.config import to_dict
 from fewshot.data.protocols import TransferProtocol
-from fewshot.data.split import stratified_split
 from fewshot.methods import ProtoNet
 from fewshot.models.backbones import create_backbone
 from fewshot.models.classifier import Classifier
@@ -29,19 +28,25 @@ from fewshot.training.episodic import EpisodicObjective, SupervisedEpisodicValid
 from fewshot.training.loop import fit
 
 
+def _stage_split(ctx: RunContext, which: str) -> ValSplit | None:
+    """The stage's validation split by the run's rule (None: the trainer's own stratified split)."""
+    tcfg = ctx.cfg.train(which)
+    return ctx.trainer_split(tcfg.val_fraction, tcfg.seed, tcfg.val_min_per_class)
+
+
 def _train_stage1(ctx: RunContext, protocol: TransferProtocol, start: Path | None) -> StageOutput:
     return train_stage1(ctx.images, protocol, ctx.cfg.two_stage(), ctx.out / "two_stage", resume=True,
-                        progress=ctx.progress)
+                        progress=ctx.progress, val_split=_stage_split(ctx, "stage1"))
 
 
 def _train_stage2(ctx: RunContext, protocol: TransferProtocol, start: Path | None) -> StageOutput:
     return train_stage2(ctx.images, protocol, ctx.cfg.two_stage(), ctx.out / "two_stage", start, resume=True,
-                        progress=ctx.progress)
+                        progress=ctx.progress, val_split=_stage_split(ctx, "stage2"))
 
 
 def _train_stage2_joint(ctx: RunContext, protocol: TransferProtocol, start: Path | None) -> StageOutput:
     return train_stage2_joint(ctx.images, protocol, ctx.cfg.two_stage(), ctx.out / "two_stage", start, resume=True,
-                              progress=ctx.progress)
+                              progress=ctx.progress, val_split=_stage_split(ctx, "stage2_joint"))
 
 
 def train_protonet(ctx: RunContext, train_idx: np.ndarray, val_idx: np.ndarray, start: Path | None,
@@ -59,15 +64,13 @@ def train_protonet(ctx: RunContext, train_idx: np.ndarray, val_idx: np.ndarray, 
 
 
 def _train_protonet_base(ctx: RunContext, protocol: TransferProtocol, start: Path | None) -> str:
-    train, val = stratified_split(ctx.labels, ctx.cfg.protonet.train.val_fraction, ctx.cfg.seed,
-                                  indices=protocol.head_train)
+    train, val = ctx.validation_split(protocol.head_train, ctx.cfg.protonet.train.val_fraction, ctx.cfg.seed)
     return train_protonet(ctx, train, val, start, ctx.out / "protonet", {"classes": "head"})
 
 
 def _train_protonet_all(ctx: RunContext, protocol: TransferProtocol, start: Path | None) -> str:
     pool = np.sort(np.concatenate([protocol.head_train, protocol.tail_train]))
-    train, val = stratified_split(ctx.labels, ctx.cfg.protonet.train.val_fraction, ctx.cfg.seed, indices=pool,
-                                  min_per_class=0)
+    train, val = ctx.validation_split(pool, ctx.cfg.protonet.train.val_fraction, ctx.cfg.seed, min_per_class=0)
     return train_protonet(ctx, train, val, start, ctx.out / "protonet_all", {"classes": "head+tail"})
 
 
@@ -94,7 +97,8 @@ def _train_protonet_bg(ctx: RunContext, split: EpisodicSplit, start: Path | None
 
 
 def model_inputs(cfg: BenchmarkConfig) -> dict:
-    return {"backbone": cfg.backbone, "weights": cfg.weights, "seed": cfg.seed, "cpu_amp": cfg.cpu_amp}
+    return {"backbone": cfg.backbone, "weights": cfg.weights, "seed": cfg.seed, "cpu_amp": cfg.cpu_amp,
+            "validation": to_dict(cfg.validation)}
 
 
 def train_inputs(cfg: BenchmarkConfig, which: str) -> dict:

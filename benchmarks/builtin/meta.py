@@ -118,4 +118,4 @@ def _trainer(algorithm: str) -> Callable[[RunContext, EpisodicSplit, "Path | Non
 for _algorithm in ALGORITHMS:
     register_embedding(Embedding(f"{_algorithm}_bg", "episodic", f"{_algorithm}_train", f"{_algorithm}/best.pt",
                                  _trainer(_algorithm), _meta_inputs(_algorithm), features_from="imagenet",
-                                 load_model=load_meta(_algorithm)))
+                                 load_model=load_meta(_algorithm), per_seed=True))

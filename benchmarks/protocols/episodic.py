@@ -7,17 +7,23 @@ the fast batched evaluator, :func:`fewshot.evaluation.episodic_eval`, with its c
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.codekey import code_digest
 from benchmarks.engine.context import RunContext
 from benchmarks.engine.episodic_split import EpisodicSplit
-from benchmarks.registry.embeddings import Embedding, get_embedding, train_embeddings
+from benchmarks.registry.embeddings import (
+    Embedding,
+    checkpoint_of,
+    embedding_phase,
+    get_embedding,
+    retrained_per_seed,
+    train_embeddings,
+    weights_of,
+)
 from benchmarks.registry.methods import BenchmarkMethod, configured_methods, in_report_order, method_code
 from fewshot.config import to_dict
 from fewshot.data.protocols import EpisodicProtocol
@@ -30,35 +36,49 @@ CLASS_TABLE_SETTING = (5, 5)  # the episodes whose per-class query accuracy goes
 
 def run_episodic(ctx: RunContext, protocol: EpisodicProtocol) -> dict:
     """{"episodic": {method: {"5w1s": {"mean", "ci95", "n_episodes"}, ...}}, "class_accuracy": {method:
-    {class name: query accuracy in 5-way 5-shot episodes}}, "split": {...}}."""
+    {class name: query accuracy in 5-way 5-shot episodes}}, "split": {...}, "seeds": {method: {seed: {setting:
+    mean}}}}: the main seed's figures, and every seed's means of the methods whose embedding is trained again
+    per seed (``cfg.seeds``; the meta-learners, or every method with ``cfg.seed_backbones``)."""
     split = EpisodicSplit.make(ctx.cfg, protocol)
-    methods = configured_methods(ctx.cfg, "episodic")
+    methods = in_report_order(configured_methods(ctx.cfg, "episodic"), "episodic")
+    out = {**_run_seed(ctx, split, methods), "seeds": {},
+           "split": {"train_classes": list(split.train_classes), "val_classes": list(split.val_classes)}}
+    seeds = ctx.cfg.all_seeds()
+    retrained = retrained_per_seed(ctx.cfg)
+    repeated = [m for m in methods if m.episodic in retrained]
+    if len(seeds) > 1 and repeated:
+        per_seed = {seeds[0]: out} | {s: _run_seed(ctx.for_seed(s, retrained), split, repeated) for s in seeds[1:]}
+        out["seeds"] = {m.name: {str(s): {k: v["mean"] for k, v in r["episodic"][m.name].items()}
+                                 for s, r in per_seed.items()} for m in repeated}
+    return out
+
+
+def _run_seed(ctx: RunContext, split: EpisodicSplit, methods: list[BenchmarkMethod]) -> dict:
     train_embeddings(ctx, "episodic", split, [m.episodic for m in methods])
-    out: dict = {"episodic": {}, "class_accuracy": {},
-                 "split": {"train_classes": list(split.train_classes), "val_classes": list(split.val_classes)}}
-    for method in in_report_order(methods, "episodic"):
+    out: dict = {"episodic": {}, "class_accuracy": {}}
+    for method in methods:
         emb = get_embedding(method.episodic)
         inputs = {"method": method.name, "evaluation": to_dict(ctx.cfg.evaluation), "seed": ctx.cfg.seed,
                   "cpu_amp": ctx.cfg.cpu_amp, "min_images": ctx.cfg.data.min_images,
                   "val_classes": ctx.cfg.val_classes, "dedupe": ctx.cfg.data.dedupe,
                   **{name: to_dict(getattr(ctx.cfg, name)) for name in method.settings}}
         name = f"eval_episodic_{method.name}"
-        key = ctx.phase_key(name, inputs, [ctx.phases.keys[emb.phase]],
+        key = ctx.phase_key(name, inputs, [ctx.phases.keys[embedding_phase(ctx, emb)]],
                             f"{method_code(method)}/{code_digest(evaluate_method)}")
         out["episodic"][method.name], out["class_accuracy"][method.name] = ctx.phases.run(
-            name, key, lambda: evaluate_method(ctx, method, *scoring_inputs(emb, ctx.out, ctx.cfg), split))
+            ctx.phase_name(name), key, lambda: evaluate_method(ctx, method, *scoring_inputs(ctx, emb), split))
     return out
 
 
-def scoring_inputs(emb: Embedding, out: Path, cfg: BenchmarkConfig) -> tuple[str, str, dict[str, Any]]:
-    """(weights, backbone, classifier keyword arguments) that score embedding ``emb`` of the run in ``out``: an
-    embedding scored on another's features (a meta-learner on frozen ImageNet features) brings the model its
-    method's classifier takes (``model=``, loaded once here)."""
+def scoring_inputs(ctx: RunContext, emb: Embedding) -> tuple[str, str, dict[str, Any]]:
+    """(weights, backbone, classifier keyword arguments) that score embedding ``emb`` in ``ctx``: an embedding
+    scored on another's features (a meta-learner on frozen ImageNet features) brings the model its method's
+    classifier takes (``model=``, loaded once here)."""
     if emb.features_from is None:
-        return emb.weights(out), emb.backbone(cfg), {}
+        return weights_of(ctx, emb), emb.backbone(ctx.cfg), {}
     source = get_embedding(emb.features_from)
-    model = emb.load_model(cfg, out / emb.checkpoint) if emb.load_model is not None else None
-    return source.weights(out), source.backbone(cfg), {} if model is None else {"model": model}
+    model = emb.load_model(ctx.cfg, checkpoint_of(ctx, emb)) if emb.load_model is not None else None
+    return weights_of(ctx, source), source.backbone(ctx.cfg), {} if model is None else {"model": model}
 
 
 def evaluate_method(ctx: RunContext, method: BenchmarkMethod, checkpoint: str, backbone: str,

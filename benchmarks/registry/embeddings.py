@@ -36,7 +36,7 @@ def backbone_features(ctx: RunContext, emb: Embedding, rows: dict[str, np.ndarra
     order = list(rows)
     flat = np.concatenate([rows[p] for p in order])
     bounds = np.cumsum([0] + [len(rows[p]) for p in order])
-    embedded = ctx.features(emb.weights(ctx.out), flat, emb.backbone(ctx.cfg))
+    embedded = ctx.features(weights_of(ctx, emb), flat, emb.backbone(ctx.cfg))
     return {p: embedded[bounds[i]:bounds[i + 1]] for i, p in enumerate(order)}
 
 
@@ -57,6 +57,8 @@ class Embedding:
         features), with ``load_model(cfg, checkpoint)`` giving what the method's classifier takes as ``model=``.
     checks: config checks (each raises ValueError with one line) run when a run that uses it starts.
     code: more objects whose source keys its phase besides ``train`` (see :mod:`benchmarks.engine.codekey`).
+    per_seed: cheap enough to train again for each seed of ``cfg.seeds`` (a meta-learner on cached features);
+        a trained backbone is trained once unless ``cfg.seed_backbones``.
     """
 
     name: str
@@ -74,14 +76,11 @@ class Embedding:
     load_model: Callable[[BenchmarkConfig, Path], Any] | None = None
     checks: tuple[Callable[[BenchmarkConfig], None], ...] = ()
     code: tuple[Any, ...] = field(default=())
+    per_seed: bool = False
 
     @property
     def frozen(self) -> bool:
         return self.train is None
-
-    def weights(self, out: Path) -> str:
-        """What ``create_backbone`` / ``cached_features`` take: a checkpoint path or "imagenet"."""
-        return self.checkpoint if self.frozen else str(out / self.checkpoint)
 
     def backbone(self, cfg: BenchmarkConfig) -> str:
         return cfg.reference_backbone if self.frozen else cfg.backbone
@@ -123,16 +122,44 @@ def embedding_code(emb: Embedding) -> str:
     return code_digest(*(f for f in (emb.train, emb.features, emb.load_model) if f is not None), *emb.code)
 
 
+def retrained_per_seed(cfg: BenchmarkConfig) -> frozenset[str]:
+    """The embeddings another seed of the run trains again: the ``per_seed`` ones, every trained one with
+    ``cfg.seed_backbones``."""
+    return frozenset(e.name for e in _EMBEDDINGS.values()
+                     if not e.frozen and (e.per_seed or cfg.seed_backbones))
+
+
+def owner_of(ctx: RunContext, emb: Embedding) -> RunContext:
+    """The context that trains ``emb``: ``ctx``, or the main seed's for an embedding another seed reuses."""
+    return ctx if ctx.owns(emb.name) else ctx.main
+
+
+def embedding_phase(ctx: RunContext, emb: Embedding) -> str:
+    """The name of the phase that makes ``emb`` for ``ctx`` (``<phase>@seed<n>`` when a seed trains its own)."""
+    return owner_of(ctx, emb).phase_name(emb.phase)
+
+
+def checkpoint_of(ctx: RunContext, emb: Embedding) -> Path:
+    return owner_of(ctx, emb).out / emb.checkpoint
+
+
+def weights_of(ctx: RunContext, emb: Embedding) -> str:
+    """What ``create_backbone`` / ``cached_features`` take for ``emb``: its checkpoint path or "imagenet"."""
+    return emb.checkpoint if emb.frozen else str(checkpoint_of(ctx, emb))
+
+
 def embedding_key(ctx: RunContext, emb: Embedding) -> str:
     """The phase key of ``emb`` in this run (its parent's phase key must be known: train parents first)."""
-    parent = emb.upstream(ctx.cfg)
-    upstream = [ctx.phases.keys[get_embedding(parent).phase]] if parent else []
-    return ctx.phase_key(emb.phase, emb.inputs(ctx.cfg), upstream, embedding_code(emb))
+    owner = owner_of(ctx, emb)
+    parent = emb.upstream(owner.cfg)
+    upstream = [owner.phases.keys[embedding_phase(owner, get_embedding(parent))]] if parent else []
+    return owner.phase_key(emb.phase, emb.inputs(owner.cfg), upstream, embedding_code(emb))
 
 
 def train_embeddings(ctx: RunContext, protocol_name: str, data: Any, wanted: Sequence[str]) -> dict[str, Any]:
     """Run (or reuse) the phase of every embedding in ``wanted`` and of those they start from, upstream
-    first; returns {embedding: phase result}."""
+    first; returns {embedding: phase result}. For another seed of the run, the embeddings it does not train
+    again are the main seed's (trained first)."""
     results: dict[str, Any] = {}
     order = list(_EMBEDDINGS)
 
@@ -142,18 +169,19 @@ def train_embeddings(ctx: RunContext, protocol_name: str, data: Any, wanted: Seq
         emb = get_embedding(name)
         if emb.protocol not in (protocol_name, "any"):
             raise ValueError(f"embedding {name!r} belongs to the {emb.protocol} protocol, not {protocol_name}")
-        for parent in (emb.upstream(ctx.cfg), emb.features_from):
+        owner = owner_of(ctx, emb)
+        for parent in (emb.upstream(owner.cfg), emb.features_from):
             if parent is not None:
                 ensure(parent)
-        key = embedding_key(ctx, emb)
+        key, phase = embedding_key(ctx, emb), embedding_phase(ctx, emb)
         if emb.frozen:  # nothing to compute: the key names the weights for the phases downstream
-            ctx.phases.keys[emb.phase] = key
+            ctx.phases.keys[phase] = key
             results[name] = None
             return
-        parent = emb.upstream(ctx.cfg)
-        start = ctx.out / get_embedding(parent).checkpoint if parent else None
-        results[name] = ctx.phases.run(emb.phase, key, lambda: emb.train(ctx, data, start),
-                                       artifacts=(emb.checkpoint,))
+        parent = emb.upstream(owner.cfg)
+        start = checkpoint_of(owner, get_embedding(parent)) if parent else None
+        artifact = (owner.out / emb.checkpoint).relative_to(ctx.main.out)
+        results[name] = ctx.phases.run(phase, key, lambda: emb.train(owner, data, start), artifacts=(str(artifact),))
 
     for name in sorted(set(wanted), key=order.index):
         ensure(name)

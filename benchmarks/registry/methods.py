@@ -70,6 +70,8 @@ class BenchmarkMethod:
     requires: modules of an optional extra it needs: without them it is left out of the default method
         list, and naming it is refused with the fix.
     code: more objects whose source keys its phases besides ``classifier`` / ``scorer``.
+    seeded: runs again for each seed of ``cfg.seeds`` (its classifier is cheap and depends on the seed); a
+        method whose figure is a trained backbone's own classifier repeats only with ``cfg.seed_backbones``.
     """
 
     name: str
@@ -85,6 +87,7 @@ class BenchmarkMethod:
     checks: tuple[Callable[[BenchmarkConfig], None], ...] = ()
     requires: tuple[str, ...] = ()
     code: tuple[Any, ...] = ()
+    seeded: bool = True
 
     def __post_init__(self) -> None:
         if (self.classifier is None) == (self.scorer is None):
@@ -222,8 +225,15 @@ def method_inputs(cfg: BenchmarkConfig, method: BenchmarkMethod) -> dict:
     """The slice of the config that a method's transfer evaluation phase depends on."""
     data = to_dict(cfg.data)
     return {"method": method.name, "groups": method.groups(), "evaluation": to_dict(cfg.evaluation),
-            "seed": cfg.seed, "cpu_amp": cfg.cpu_amp, **{k: data[k] for k in ("n_head", "min_train", "dedupe")},
+            "validation": to_dict(cfg.validation), "seed": cfg.seed, "cpu_amp": cfg.cpu_amp, **{k: data[k] for k in ("n_head", "min_train", "dedupe")},
             **{name: to_dict(getattr(cfg, name)) for name in method.settings}}
+
+
+def declaration(method: BenchmarkMethod) -> dict[str, Any]:
+    """What a run records of a method in summary.json: its description, groups (transfer embedding of each),
+    episodic embedding and inputs; the published files then say which groups each method belongs in."""
+    return {"description": method.description, "groups": method.groups(), "episodic": method.episodic,
+            "inputs": list(method.reads())}
 
 
 def is_image_classifier(method: BenchmarkMethod) -> bool:

@@ -4,7 +4,10 @@
 
 For every method and group (transfer head / tail / all; episodic settings) present in either run's
 ``summary.json``: A's and B's figures (macro / micro top-1 / top-5, or episodic mean accuracy) and B - A,
-in percentage points. A method missing from one run shows "–".
+in percentage points. A method missing from one run shows "–". When both runs kept their per-image
+predictions (``predictions.npz``) of the same test images, each transfer difference gets a paired 95% interval
+(a class-stratified bootstrap of those images, both runs' hits on the same resamples); runs on other images
+are compared without one.
 """
 from __future__ import annotations
 
@@ -14,6 +17,12 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from benchmarks.reports.predictions import FILE as PREDICTIONS
+from benchmarks.reports.predictions import read as read_predictions
+from fewshot.evaluation import bootstrap_accuracy, percentile_interval
+from fewshot.evaluation.predictions import topk_hits_from_top
 from fewshot.utils.errors import UserError, run_cli
 from fewshot.utils.io import atomic_write_text
 
@@ -27,14 +36,44 @@ def load_summary(run: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def compare_rows(a: dict, b: dict) -> list[dict]:
-    """One row per (group, method, metric): {"group", "method", "metric", "a", "b", "diff"} (fractions)."""
+def paired_intervals(run_a: Path, run_b: Path, n_resamples: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[tuple[str, str, str], list[float]]:
+    """{(group, method, metric): [low, high]} of B - A for every transfer method both runs kept predictions of,
+    in the groups whose test images (rows and classes) are the same in both; {} without both files."""
+    files = [run / PREDICTIONS for run in (run_a, run_b)]
+    if not all(f.is_file() for f in files):
+        return {}
+    pa, pb = (read_predictions(f) for f in files)
+    out = {}
+    for group in set(pa) & set(pb):
+        ga, gb = pa[group], pb[group]
+        if not (np.array_equal(ga.rows, gb.rows) and np.array_equal(ga.targets, gb.targets)
+                and ga.classes == gb.classes):
+            continue
+        methods = [m for m in ga.top if m in gb.top]
+        targets = ga.targets.astype(np.int64)
+        ks = (1, min(5, len(ga.classes)))
+        hits = np.concatenate([topk_hits_from_top(g.top[m], targets, ks) for m in methods for g in (ga, gb)], axis=1)
+        draws = bootstrap_accuracy(hits, targets, len(ga.classes), n_resamples=n_resamples, seed=seed)
+        for i, m in enumerate(methods):
+            for j, k in enumerate(("top1", "top5")):
+                a, b = 4 * i + j, 4 * i + 2 + j  # columns: A top1, A top5, B top1, B top5
+                for avg in ("macro", "micro"):
+                    low, high = percentile_interval(draws.difference(b, a, avg), level)
+                    out[(group, m, f"{avg}_{k}")] = [float(low), float(high)]
+    return out
+
+
+def compare_rows(a: dict, b: dict, intervals: dict | None = None) -> list[dict]:
+    """One row per (group, method, metric): {"group", "method", "metric", "a", "b", "diff", "ci"} (fractions;
+    ``ci``: the paired interval of B - A from ``intervals`` (:func:`paired_intervals`), or None)."""
     rows = []
     for group in ("head", "tail", "all"):
         ta, tb = a.get("transfer", {}).get(group, {}), b.get("transfer", {}).get(group, {})
         for method in list(ta) + [m for m in tb if m not in ta]:
             for metric in METRICS:
-                rows.append(_row(group, method, metric, ta.get(method, {}).get(metric), tb.get(method, {}).get(metric)))
+                rows.append(_row(group, method, metric, ta.get(method, {}).get(metric), tb.get(method, {}).get(metric),
+                                 (intervals or {}).get((group, method, metric))))
     ea, eb = a.get("episodic", {}), b.get("episodic", {})
     for method in list(ea) + [m for m in eb if m not in ea]:
         settings = list(ea.get(method, {})) + [s for s in eb.get(method, {}) if s not in ea.get(method, {})]
@@ -50,9 +89,9 @@ def common_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if (r["group"], r["method"]) in both]
 
 
-def _row(group: str, method: str, metric: str, a: float | None, b: float | None) -> dict:
+def _row(group: str, method: str, metric: str, a: float | None, b: float | None, ci: list | None = None) -> dict:
     diff = b - a if a is not None and b is not None else None
-    return {"group": group, "method": method, "metric": metric, "a": a, "b": b, "diff": diff}
+    return {"group": group, "method": method, "metric": metric, "a": a, "b": b, "diff": diff, "ci": ci}
 
 
 def _pct(v: float | None, sign: bool = False) -> str:
@@ -64,7 +103,8 @@ def _pct(v: float | None, sign: bool = False) -> str:
 def markdown(rows: list[dict], name_a: str, name_b: str, metrics: tuple[str, ...] = METRICS,
              heading: str = "###") -> str:
     """Tables per group: one line per method, columns A / B / B-A for each of ``metrics`` (transfer
-    groups; the episodic table has one column triple per setting), each under a ``heading`` title."""
+    groups; the episodic table has one column triple per setting), each under a ``heading`` title; B-A with
+    its paired 95% interval in brackets where the rows have one."""
     out = []
     for group in dict.fromkeys(r["group"] for r in rows):
         sel = [r for r in rows if r["group"] == group]
@@ -78,7 +118,10 @@ def markdown(rows: list[dict], name_a: str, name_b: str, metrics: tuple[str, ...
             cells = []
             for m in shown:
                 r = next((r for r in sel if r["method"] == method and r["metric"] == m), None)
-                cells += [_pct(r["a"]), _pct(r["b"]), _pct(r["diff"], sign=True)] if r else ["–"] * 3
+                diff = _pct(r["diff"], sign=True) if r else "–"
+                if r and r.get("ci"):
+                    diff += f" [{_pct(r['ci'][0], sign=True)}, {_pct(r['ci'][1], sign=True)}]"
+                cells += [_pct(r["a"]), _pct(r["b"]), diff] if r else ["–"] * 3
             out.append(f"| {method} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
@@ -99,7 +142,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    rows = compare_rows(load_summary(args.run_a), load_summary(args.run_b))
+    rows = compare_rows(load_summary(args.run_a), load_summary(args.run_b), paired_intervals(args.run_a, args.run_b))
     if args.common:
         rows = common_rows(rows)
     text = (json.dumps(rows, indent=1) if args.json

@@ -2,7 +2,8 @@
 
 matplotlib is the optional ``plots`` extra: without it the run still writes every other file and says
 that the plots were skipped. ``python -m benchmarks.reports.plots RUN_DIR`` redraws them from a finished run's
-``summary.json`` and ``per_class.csv``.
+``summary.json`` and ``per_class.csv``, the intervals and critical-difference diagrams from its per-image
+predictions (``predictions.npz``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import pandas as pd
 import benchmarks.builtin  # noqa: F401  (registers the built-in methods: their plot styles)
 from benchmarks.registry.methods import method_style
 from benchmarks.reports.overview import buckets, heatmap
+from benchmarks.reports.predictions import FILE as PREDICTIONS
+from benchmarks.reports.statistics import statistics_of_run, with_statistics
+from benchmarks.reports.uncertainty import cd_diagrams, intervals
 
 
 def write_plots(out: Path, summary: dict, per_class: pd.DataFrame, title: str) -> list[str]:
@@ -30,9 +34,11 @@ def write_plots(out: Path, summary: dict, per_class: pd.DataFrame, title: str) -
         warnings.warn("matplotlib is not installed (pip install 'fewshot[plots]'): no plots written", stacklevel=2)
         return []
     written = []
-    for name, draw in (("per_class_vs_train.png", _per_class), ("per_class_heatmap.png", heatmap),
-                       ("buckets.png", buckets), ("shots.png", _shots), ("episodic.png", _episodic)):
-        fig = draw(plt, summary, per_class, title)
+    figures = {name: draw(plt, summary, per_class, title) for name, draw in (
+        ("per_class_vs_train.png", _per_class), ("per_class_heatmap.png", heatmap), ("buckets.png", buckets),
+        ("intervals.png", intervals), ("shots.png", _shots), ("episodic.png", _episodic))}
+    figures.update(cd_diagrams(plt, summary, per_class, title))
+    for name, fig in figures.items():
         if fig is None:
             continue
         tmp = out / f".{name}.tmp.png"
@@ -129,8 +135,10 @@ def main(args: argparse.Namespace) -> list[str]:
         raise SystemExit(f"{out} is not a finished run: no {', '.join(missing)}")
     run = json.loads((out / "run.json").read_text())
     title = f"{run.get('config', out.name)}{' (SYNTHETIC)' if run.get('dataset', {}).get('synthetic') else ''}"
-    written = write_plots(out, json.loads((out / "summary.json").read_text()), pd.read_csv(out / "per_class.csv"),
-                          title)
+    summary = json.loads((out / "summary.json").read_text())
+    if (out / PREDICTIONS).is_file():  # the intervals and ranks drawn from the per-image predictions themselves
+        summary = with_statistics(summary, statistics_of_run(out))
+    written = write_plots(out, summary, pd.read_csv(out / "per_class.csv"), title)
     print(f"redrew {', '.join(written) or 'nothing'} in {out}")
     return written
 

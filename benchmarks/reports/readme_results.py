@@ -21,6 +21,7 @@ from pathlib import Path
 import benchmarks.builtin  # noqa: F401  (registers the built-in methods: what runs before declarations read)
 from benchmarks.registry.methods import get_method
 from benchmarks.reports import compare
+from benchmarks.reports.statistics import verdict
 from benchmarks.reports.summary import PUBLISHED_EPISODIC, SEED_REFERENCE
 from fewshot.evaluation import BUCKETS
 from fewshot.utils.errors import UserError, run_cli
@@ -49,21 +50,36 @@ def _order(rows: dict, summary: dict) -> list[str]:
     return sorted(rows, key=lambda m: (inputs(summary, m) != "image", -rows[m]["macro_top1"], m))
 
 
+def with_ci(row: dict, metric: str, bucket: str | None = None) -> str:
+    """A figure with its 95% interval as the README prints it, "50.8 [48.3, 53.1]" (the figure alone when the
+    run has no interval)."""
+    value = (row.get("buckets") or {}).get(bucket) if bucket else row.get(metric)
+    ci = ((row.get("ci") or {}).get("buckets") or {}).get(bucket) if bucket else (row.get("ci") or {}).get(metric)
+    return pct(value) if not ci or ci[0] is None or value is None else f"{pct(value)} [{pct(ci[0])}, {pct(ci[1])}]"
+
+
+def seeds_cell(row: dict) -> str:
+    """The lowest and highest macro top-1 over the run's seeds, "50.1–51.0", or "–"."""
+    values = list((row.get("seeds") or {}).get("macro_top1", {}).values())
+    return f"{pct(min(values))}–{pct(max(values))}" if len(values) > 1 else "–"
+
+
 def transfer_table(group: str, main: dict, scratch: dict) -> str:
     rows = main["transfer"][group]
     other = scratch.get("transfer", {}).get(group, {})
     joint = group == "all"
-    head = ("| method | input | macro top-1 | macro top-5 | micro top-1 |"
-            + (" head / tail macro top-1 |" if joint else "") + " Many | Medium | Few | from scratch |")
-    lines = [head, "|---|---|" + "---:|" * (7 + joint)]
+    head = ("| method | input | macro top-1 [95%] | macro top-5 [95%] | micro top-1 [95%] |"
+            + (" head / tail macro top-1 |" if joint else "") + " Many | Medium | Few | seeds | from scratch |")
+    lines = [head, "|---|---|" + "---:|" * (8 + joint)]
     for m in _order(rows, main):
         r = rows[m]
-        buckets = " | ".join(pct((r.get("buckets") or {}).get(b)) for b in BUCKETS)
+        buckets = " | ".join(with_ci(r, "buckets", b) for b in BUCKETS)
         split = f" {pct(r.get('head_macro_top1'))} / {pct(r.get('tail_macro_top1'))} |" if joint else ""
-        lines.append(f"| `{m}` | {inputs(main, m)} | {pct(r['macro_top1'])} | {pct(r['macro_top5'])} | "
-                     f"{pct(r['micro_top1'])} |{split} {buckets} | {pct(other.get(m, {}).get('macro_top1'))} |")
+        lines.append(f"| `{m}` | {inputs(main, m)} | {with_ci(r, 'macro_top1')} | {with_ci(r, 'macro_top5')} | "
+                     f"{with_ci(r, 'micro_top1')} |{split} {buckets} | {seeds_cell(r)} | "
+                     f"{pct(other.get(m, {}).get('macro_top1'))} |")
     if group in SEED_REFERENCE:
-        blank = " – |" * (4 + joint)
+        blank = " – |" * (5 + joint)
         for label, key in (("seed notebook, per-class mean (ResNet50, ImageNet, 224 px)", "notebook_macro"),
                            ("seed, as published", "published")):
             top1, top5 = SEED_REFERENCE[group][key]
@@ -86,10 +102,24 @@ def episodic_table(main: dict, scratch: dict) -> str:
     return "\n".join(lines)
 
 
+def differences_table(group: str, main: dict) -> str:
+    """The group's paired differences (macro top-1, a - b with its 95% interval) and what they support."""
+    st = main["statistics"][group]
+    lines = ["| a | b | compared because | macro top-1 a − b [95%] | verdict |", "|---|---|---|---:|---|"]
+    for row in st["comparisons"]:
+        if row["metric"] == "macro_top1":
+            why = f"reference `{st['reference']}`" if row["why"] == "reference" else "leaders"
+            diff = f"{100 * row['diff']:+.1f} [{100 * row['ci'][0]:+.1f}, {100 * row['ci'][1]:+.1f}]"
+            lines.append(f"| `{row['a']}` | `{row['b']}` | {why} | {diff} | {verdict(row)} |")
+    return "\n".join(lines)
+
+
 def tables(main: dict, scratch: dict) -> dict[str, str]:
     """{block name: Markdown table} for every group the main run reports."""
     out = {f"transfer-{g}": transfer_table(g, main, scratch) for g in ("tail", "head", "all")
            if main.get("transfer", {}).get(g)}
+    out.update({f"differences-{g}": differences_table(g, main) for g in ("tail", "head", "all")
+                if main.get("statistics", {}).get(g, {}).get("comparisons")})
     if main.get("episodic"):
         out["episodic"] = episodic_table(main, scratch)
     rows = compare.common_rows(compare.compare_rows(scratch, main))

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.reports.statistics import statistics_markdown, with_statistics
 from fewshot.data.protocols import TRANSFER_GROUPS, EpisodicProtocol, TransferProtocol
 from fewshot.evaluation import BUCKETS, assign_buckets
 from fewshot.utils.io import atomic_write_json, atomic_write_text
@@ -26,11 +27,15 @@ def n_train_of(protocol: TransferProtocol, classes: tuple[str, ...]) -> np.ndarr
 
 
 def summary_dict(transfer: dict, episodic: dict, protocol: TransferProtocol | None, synthetic: bool,
-                 duplicates: dict | None = None, name_subsets: dict | None = None) -> dict:
+                 duplicates: dict | None = None, name_subsets: dict | None = None, statistics: dict | None = None,
+                 methods: dict | None = None, validation: dict | None = None) -> dict:
     """The run's summary.json. Each transfer group's method rows carry macro/micro top-1/top-5 and the
     Many/Medium/Few bucket means (top-1 in ``buckets``, top-5 in ``buckets_top5``); the joint group's also
     ``head_macro_top1`` / ``tail_macro_top1`` (its macro top-1 over the head classes and over the tail
-    classes: one classifier, judged on both)."""
+    classes: one classifier, judged on both); with ``statistics`` (:mod:`benchmarks.reports.statistics`) each
+    figure's interval in ``ci`` (same keys, [low, high]) and, for the methods run once per seed, every seed's
+    figures in ``seeds`` ({metric: {seed: value}}); the group's comparisons and ranking in
+    ``statistics``. ``methods``: each method's declaration (groups, inputs); ``validation``: the rule applied."""
     out: dict[str, Any] = {"synthetic": synthetic, "transfer": {g: {} for g in TRANSFER_GROUPS}, "episodic": {},
                            "shots": {}}
     for group in TRANSFER_GROUPS:
@@ -41,14 +46,27 @@ def summary_dict(transfer: dict, episodic: dict, protocol: TransferProtocol | No
             row["buckets_top5"] = result.buckets(n_train, "top5")
             if group == "all":
                 row.update(_head_tail_means(result.table, protocol))
+            by_seed = transfer.get("seeds", {}).get(group, {}).get(method)
+            if by_seed:
+                row["seeds"] = {metric: {s: figures[metric] for s, figures in by_seed.items()}
+                                for metric in ("macro_top1", "micro_top1", "macro_top5", "micro_top5")}
             out["transfer"][group][method] = row
     out["shots"] = transfer.get("shots", {})
     out["shots_kind"] = transfer.get("shots_kind", {})
     if transfer.get("choices"):
         out["choices"] = transfer["choices"]
     out["episodic"] = episodic.get("episodic", {})
+    for method, by_seed in episodic.get("seeds", {}).items():
+        for setting, row in out["episodic"][method].items():
+            row["seeds"] = {s: means[setting] for s, means in by_seed.items()}
     if "split" in episodic:
         out["episodic_split"] = episodic["split"]
+    if statistics:
+        out = with_statistics(out, statistics)
+    if methods:
+        out["methods"] = methods
+    if validation:
+        out["validation"] = validation
     if duplicates is not None:
         out["duplicates"] = duplicates
     if name_subsets:
@@ -143,8 +161,12 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
               "by one classifier over every class. Macro = mean over classes with test images; micro = over "
               "test images.", ""]
     lines += _duplicates_line(summary.get("duplicates"))
+    if summary.get("validation"):
+        lines += [f"Every choice made on validation images (carved from train) holds out: "
+                  f"{summary['validation']['words']}.", ""]
     for group in TRANSFER_GROUPS:
         lines += _transfer_table(group, summary["transfer"].get(group, {}), per_class)
+    lines += statistics_markdown(summary.get("statistics", {}))
     lines += _subsets_table(summary.get("name_subsets", {}), summary["transfer"])
     lines += _choices_table(summary.get("choices", {}))
     lines += _shots_table(summary["shots"], summary.get("shots_kind", {})) + _episodic_table(summary["episodic"]) + _worst_classes(per_class)
@@ -176,35 +198,55 @@ def _duplicates_line(dup: dict | None) -> list[str]:
             f"{dup.get('episodic_dropped', 0)} copies left out (one image kept per group).", ""]
 
 
-def _transfer_table(group: str, results: dict, per_class: pd.DataFrame) -> list[str]:
+def _with_ci(value: float | None, ci: list | None) -> str:
+    """"41.6 [34.6, 48.5]": a figure in % with its interval, when the run has one."""
+    if not ci or ci[0] is None:
+        return _pct(value)
+    return f"{_pct(value)} [{_pct(ci[0])}, {_pct(ci[1])}]"
+
+
+def _seed_cell(r: dict) -> str:
+    """The spread of a method's macro top-1 over the run's seeds: "40.9–42.3 (3)"; "–" when it ran once."""
+    values = list((r.get("seeds") or {}).get("macro_top1", {}).values())
+    return f"{_pct(min(values))}–{_pct(max(values))} ({len(values)})" if len(values) > 1 else "–"
+
+
+def _transfer_table(group: str, results: dict, per_class: pd.DataFrame, references: bool = True) -> list[str]:
     if not results:
         return []
     rows = per_class[per_class["group"] == group]
     n_way, n_scored = len(rows), int((rows["n_test"] > 0).sum())
+    seeded = any(len((r.get("seeds") or {}).get("macro_top1", {})) > 1 for r in results.values())
     header = "| method | macro top-1 | macro top-5 | micro top-1 | micro top-5 |"
     sep = "|---|---:|---:|---:|---:|"
     if group == "all":
         header += " head macro top-1 | tail macro top-1 |"
         sep += "---:|---:|"
-    header += " Many | Medium | Few |"
-    sep += "---:|---:|---:|"
+    header += " Many | Medium | Few |" + (" macro top-1 over seeds |" if seeded else "")
+    sep += "---:|---:|---:|" + ("---:|" if seeded else "")
     scored = "" if n_scored == n_way else f"; macro over the {n_scored} with test images"
     title = "head + tail together (joint, one classifier)" if group == "all" else f"{group} classes"
     lines = [f"## Transfer, {title} ({n_way}-way{scored})", "", header, sep]
     for method, r in results.items():
-        row = (f"| {method} | {_pct(r['macro_top1'])} | {_pct(r['macro_top5'])} | {_pct(r['micro_top1'])} | "
-               f"{_pct(r['micro_top5'])} |")
+        ci = r.get("ci") or {}
+        row = "| " + " | ".join([method] + [_with_ci(r[m], ci.get(m)) for m in
+                                            ("macro_top1", "macro_top5", "micro_top1", "micro_top5")]) + " |"
         if group == "all":
             row += f" {_pct(r.get('head_macro_top1'))} | {_pct(r.get('tail_macro_top1'))} |"
-        row += " " + " | ".join(_pct(r.get("buckets", {}).get(b)) for b in BUCKETS) + " |"
-        lines.append(row)
-    if group in SEED_REFERENCE:
+        row += " " + " | ".join(_with_ci(r.get("buckets", {}).get(b), (ci.get("buckets") or {}).get(b))
+                                for b in BUCKETS) + " |"
+        lines.append(row + (f" {_seed_cell(r)} |" if seeded else ""))
+    if group in SEED_REFERENCE and references:
         ref = SEED_REFERENCE[group]
-        pad = " – | – | – |"
+        pad = " – | – | – |" + (" – |" if seeded else "")
         lines += [f"| seed, as published | {_pct(ref['published'][0])} | {_pct(ref['published'][1])} | – | – |{pad}",
                   f"| seed notebook, per-class mean | {_pct(ref['notebook_macro'][0])} | "
                   f"{_pct(ref['notebook_macro'][1])} | – | – |{pad}"]
-    lines += ["", "Buckets by train images per class: Many > 100, Medium 20–100, Few < 20 (top-1, macro).", ""]
+    lines += ["", "Buckets by train images per class: Many > 100, Medium 20–100, Few < 20 (top-1, macro)."
+              + (" In brackets: 95% intervals of a class-stratified bootstrap of the test images."
+                 if any(r.get("ci") for r in results.values()) else "")
+              + (" Over seeds: the lowest and highest macro top-1 of the seeds the method ran with (how many)."
+                 if seeded else ""), ""]
     return lines
 
 
@@ -229,10 +271,16 @@ def _subsets_table(subsets: dict, transfer: dict) -> list[str]:
 
 
 def _choice_cells(chosen: dict, prefix: str = "") -> list[str]:
-    """"key value" cells; nested dicts (a fusion's per-branch validation scores) as "key.sub value"."""
+    """"key value" cells; nested dicts (a fusion's per-branch validation scores) as "key.sub value"; the
+    settings chosen at an edge of their grid in bold with a mark."""
     cells = []
+    edges = set(chosen.get("at_grid_edge") or ())
     for k, v in chosen.items():
-        if isinstance(v, dict):
+        if k == "at_grid_edge":
+            continue
+        if k in edges:
+            cells.append(f"**{prefix}{k} {v:.4g} (grid edge)**" if isinstance(v, float) else f"**{prefix}{k} {v} (grid edge)**")
+        elif isinstance(v, dict):
             cells += _choice_cells(v, f"{prefix}{k}.")
         else:
             cells.append(f"{prefix}{k} {v:.4g}" if isinstance(v, float) else f"{prefix}{k} {v}")
@@ -243,8 +291,9 @@ def _choices_table(choices: dict) -> list[str]:
     """What each long-tail head chose on validation images carved from train, group by group."""
     if not choices:
         return []
-    lines = ["## Choices made on validation images (carved from train)", "", "| method | group | choices |",
-             "|---|---|---|"]
+    lines = ["## Choices made on validation images (carved from train)", "",
+             "A setting chosen at an edge of its grid (or the first or last epoch trained) is marked: a wider grid "
+             "might have chosen otherwise.", "", "| method | group | choices |", "|---|---|---|"]
     for method, by_group in choices.items():
         for group, chosen in by_group.items():
             if chosen:

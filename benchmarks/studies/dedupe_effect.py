@@ -23,7 +23,7 @@ from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.context import RunContext
 from benchmarks.engine.episodic_split import EpisodicSplit
 from benchmarks.protocols.episodic import evaluate_method, scoring_inputs
-from benchmarks.registry.embeddings import get_embedding
+from benchmarks.registry.embeddings import checkpoint_of, get_embedding
 from benchmarks.registry.methods import get_method
 from benchmarks.studies.outdir import OUT_HELP, output_folder
 from fewshot.config import load_config
@@ -68,9 +68,9 @@ def main(args: argparse.Namespace) -> dict:
         results.setdefault("evaluation_images", {})[key] = len(protocol.evaluation_idx)
         for method in methods:
             emb = get_embedding(method.episodic)
-            if not emb.frozen and not (args.run / emb.checkpoint).is_file():
+            if not emb.frozen and not checkpoint_of(ctx, emb).is_file():
                 raise UserError(f"{args.run} has no {emb.checkpoint}: run {method.name} there first")
-            settings, _ = evaluate_method(ctx, method, *scoring_inputs(emb, args.run, cfg), split)
+            settings, _ = evaluate_method(ctx, method, *scoring_inputs(ctx, emb), split)
             results["methods"].setdefault(method.name, {})[key] = settings
     results["seconds"] = time.perf_counter() - start
     out = output_folder("dedupe_effect", args.out)

@@ -61,6 +61,9 @@ def evaluate_episodes(
             the method's own tensors stay where it put them.
         progress: show a tqdm bar.
 
+    A method whose ``scores_episodes`` gives the chunk's scores at once (MAML, ANIL) is scored that way, one
+    fresh method per chunk, in one process; the same episodes, to float rounding the same scores.
+
     ``fit`` runs under the caller's grad mode (a method that trains a head in ``fit`` needs autograd, so
     no ``inference_mode`` here; features carry no grad, so the cached ones build no graph); ``scores``
     runs under ``no_grad``. Training/eval mode is left as the method sets it.
@@ -88,7 +91,8 @@ def evaluate_episodes(
                 local = torch.stack(mine) if mine else torch.zeros(0, way * n_query, dtype=torch.bool)
                 correct = distributed.gather_shards(local.cpu(), count)
             else:
-                correct = torch.stack(
+                batched = make().scores_episodes(support, support_labels, query)  # None: no batched path
+                correct = (batched.argmax(-1) == target) if batched is not None else torch.stack(
                     [_episode_correct(make(), support[e], support_labels, query[e], target) for e in range(count)]
                 )  # [count, W * Q]
             acc[start : start + count] = correct.sum(dim=1).to("cpu", torch.float64) / (way * n_query)

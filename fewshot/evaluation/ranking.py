@@ -55,6 +55,12 @@ class RankingResult:
         i, j = self.methods.index(a), self.methods.index(b)
         return self.rejects and bool(self.pairwise_p[i, j] < self.alpha)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RankingResult:
+        """The inverse of :meth:`to_dict` (a result file's ranking, e.g. to draw its diagram again)."""
+        return cls(**{**data, "methods": tuple(data["methods"]), "average_ranks": np.asarray(data["average_ranks"]),
+                      "pairwise_p": np.asarray(data["pairwise_p"]), "groups": tuple(tuple(g) for g in data["groups"])})
+
     def to_dict(self) -> dict[str, Any]:
         return {"methods": list(self.methods), "statistic": self.statistic, "p_value": self.p_value,
                 "n_classes": self.n_classes, "n_dropped": self.n_dropped,

@@ -43,6 +43,13 @@ class ANIL(MAML):
         head = self._adapted_head(self.body(support), support_labels, second_order)
         return nn.Sequential(self.body, head)
 
+    def _start(self, body: dict, xs: Tensor, call: object, buffers: dict, n_way: int, d: int) -> dict:
+        """ANIL's inner loop starts from a zero head on the body's (fixed) support features, computed once."""
+        return {"w": xs.new_zeros(n_way, d), "b": xs.new_zeros(n_way)}
+
+    def _features(self, call: object, params: dict, buffers: dict, x: Tensor) -> Tensor:
+        return self.body(x)  # the body does not adapt: outside the inner loop's parameters
+
     def fit(self, support: Tensor, support_labels: Tensor) -> ANIL:
         with torch.no_grad():  # the body does not adapt: its support features need no graph
             features = self.body(support)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +17,14 @@ class FewShotClassifier(nn.Module, ABC):
 
     Inputs are either cached features [n, d] (float) or images [n, 3, H, W] that go through ``backbone``
     (uint8 images are first converted by ``preprocess``, e.g. ImageNet normalisation).
+
+    ``uses_validation``: True for a method that chooses settings on a validation split of its support; its
+    ``fit`` then also takes ``groups`` (int [n], e.g. each product's (year, season) merged with its pixel
+    copies), and holds whole groups out (:func:`fewshot.data.split.validation_split`) so that validation is
+    as far from the support as the test is.
     """
+
+    uses_validation: ClassVar[bool] = False
 
     def __init__(
         self, backbone: nn.Module | None = None, preprocess: Callable[[Tensor], Tensor] | None = None
@@ -52,8 +59,23 @@ class FewShotClassifier(nn.Module, ABC):
     def forward(self, query: Tensor) -> Tensor:
         return self.scores(query)
 
+    def scores_episodes(self, support: Tensor, support_labels: Tensor, query: Tensor) -> Tensor | None:
+        """Many episodes at once, when a method can: support [E, n_s, ...] sharing the labels [n_s], query
+        [E, n_q, ...] -> scores [E, n_q, C], each episode as ``fit`` then ``scores`` would give it (to float
+        rounding); None (the default): no batched path, the evaluator fits episode by episode."""
+        return None
+
     @staticmethod
     def _n_classes(labels: Tensor) -> int:
         if labels.dim() != 1 or labels.numel() == 0:
             raise ValueError(f"support_labels must be a non-empty 1-D tensor, got shape {tuple(labels.shape)}")
         return int(labels.max()) + 1
+
+
+def fit_validated(method: FewShotClassifier, support: Tensor, support_labels: Tensor,
+                  groups: object | None = None) -> FewShotClassifier:
+    """``method.fit(support, support_labels)``, with ``groups=`` when the method chooses settings on a
+    validation split (``uses_validation``) and groups are given."""
+    if groups is not None and method.uses_validation:
+        return method.fit(support, support_labels, groups=groups)
+    return method.fit(support, support_labels)

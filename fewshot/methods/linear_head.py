@@ -10,10 +10,11 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fewshot.data.split import stratified_split
+from fewshot.data.validation import validation_split
 from fewshot.methods.base import FewShotClassifier
 from fewshot.methods.linear_training import OnEpoch, select_on_validation, train_linear
 from fewshot.methods.longtail_functional import log_prior
@@ -25,14 +26,17 @@ class LinearHead(FewShotClassifier):
     """A linear classifier on standardised frozen features, its settings chosen on the support alone.
 
     ``fit``: standardise with the support's mean and std (stored: queries get the same transform); split
-    the support with ``stratified_split(labels, val_fraction, seed)``; for each weight decay of the grid
+    the support with ``validation_split(labels, val_fraction, seed, groups=groups)`` (stratified, or whole
+    groups held out when ``fit`` gets ``groups``); for each weight decay of the grid
     (and each loss ``tau``, if any) train on the train part, scoring the validation part after every
     epoch and for every post-hoc ``tau`` by macro top-1 (mean over the classes with validation items);
     keep the first best (grid order, then the earliest epoch); retrain on the whole support with that
     weight decay for that many epochs. Without validation items (one image per class, ``val_fraction=0``)
     it falls back to the first weight decay, all epochs and ``tau = 1`` (the grid's value nearest 1).
     ``chosen`` reports the choice, e.g. ``{"weight_decay": 1e-4, "epochs": 7, "tau": 0.75,
-    "val_macro_top1": 0.81}`` (no ``tau`` for cRT; ``val_macro_top1`` None on the fallback).
+    "val_macro_top1": 0.81, "at_grid_edge": ["tau"]}`` (no ``tau`` for cRT; ``val_macro_top1`` None and no
+    ``at_grid_edge`` on the fallback; ``at_grid_edge`` lists the settings chosen at an end of their grid, the
+    epochs among them when the best epoch was the first or the last one trained).
 
     A training runs ``epochs`` epochs, or more if that is under ``min_steps`` optimiser steps (a small
     support's epoch is a step or two, too few for Adam's ~``lr``-sized steps). Defaults: on the
@@ -41,6 +45,7 @@ class LinearHead(FewShotClassifier):
     ``feature_std`` [d], ``weight`` [C, d], ``bias`` [C], ``log_prior`` [C] (log class frequencies).
     """
 
+    uses_validation: ClassVar[bool] = True
     balanced: ClassVar[bool] = False  # class-balanced minibatches (cRT) instead of permutations
     tau_in_loss: bool = False  # True: one training per tau (the logit-adjusted loss)
 
@@ -82,10 +87,10 @@ class LinearHead(FewShotClassifier):
                             loss_log_prior=None if loss_tau is None else prior,
                             generator=torch.Generator().manual_seed(self.seed), on_epoch=on_epoch)
 
-    def _choose(self, x: Tensor, y: Tensor, n_classes: int) -> dict[str, Any]:
+    def _choose(self, x: Tensor, y: Tensor, n_classes: int, groups: np.ndarray | None) -> dict[str, Any]:
         """The settings chosen on a validation split of the support (or the fallback without one)."""
         train, val = (torch.from_numpy(a).to(x.device) for a in
-                      stratified_split(y.cpu().numpy(), self.val_fraction, self.seed))
+                      validation_split(y.cpu().numpy(), self.val_fraction, self.seed, groups=groups))
         if len(val) == 0:
             chosen = {"weight_decay": self.weight_decays[0], "epochs": self._epochs_for(len(y)), "val_macro_top1": None}
             return chosen if self.taus is None else {**chosen, "tau": min(self.taus, key=lambda t: abs(t - 1.0))}
@@ -102,11 +107,19 @@ class LinearHead(FewShotClassifier):
         loss_taus, post_taus = (taus, (None,)) if self.tau_in_loss else ((None,), taus)
         chosen = select_on_validation(train_on_split, post_hoc, x[val], y[val], self.weight_decays, loss_taus,
                                       post_taus)
-        return chosen if self.taus is not None else {k: v for k, v in chosen.items() if k != "tau"}
+        if self.taus is None:
+            chosen.pop("tau")
+        # a choice at the end of its grid (or the last epoch trained) may mean the grid stopped too early
+        grids = {"weight_decay": self.weight_decays, "tau": self.taus or (),
+                 "epochs": tuple(range(1, self._epochs_for(len(yt)) + 1))}
+        chosen["at_grid_edge"] = [k for k, grid in grids.items()
+                                  if len(grid) > 1 and k in chosen and chosen[k] in (min(grid), max(grid))]
+        return chosen
 
-    def fit(self, support: Tensor, support_labels: Tensor) -> LinearHead:
+    def fit(self, support: Tensor, support_labels: Tensor, groups: np.ndarray | None = None) -> LinearHead:
         """support: [n, d] features (or [n, 3, H, W] images); support_labels: [n] in 0..C-1, every class
-        present. The same input gives the same state (all randomness from ``seed``)."""
+        present; groups: optional int [n] (see :class:`FewShotClassifier`). The same input gives the same state
+        (all randomness from ``seed``)."""
         with torch.no_grad():
             feats = self.embed(support).detach()
         feats = feats if feats.dtype in (torch.float32, torch.float64) else feats.float()  # no fp16 Adam
@@ -115,7 +128,7 @@ class LinearHead(FewShotClassifier):
         mean, std = feats.mean(0), feats.std(0, unbiased=False)
         std = torch.where(std > 1e-6, std, torch.ones_like(std))
         x = (feats - mean) / std
-        chosen = self._choose(x, labels, len(counts))
+        chosen = self._choose(x, labels, len(counts), groups)
         prior = log_prior(counts, x.dtype).to(x.device)
         weight, bias = self._train(x, labels, prior, chosen["weight_decay"], chosen["epochs"],
                                    chosen["tau"] if self.tau_in_loss else None)

@@ -141,6 +141,44 @@ class MAML(FewShotClassifier):
         self._adapted = (detach_(adapted),)
         return self
 
+    def scores_episodes(self, support: Tensor, support_labels: Tensor, query: Tensor,
+                        chunk: int = 32) -> Tensor | None:
+        """[E, n_q, n_way]: every episode's inner loop run side by side (``torch.func.vmap`` of ``grad``), the
+        same SGD steps ``fit`` takes one episode at a time through learn2learn; ``chunk`` episodes at once
+        bound the memory (each holds its own adapted body). None with a ``learner`` (its own module)."""
+        if self.learner is not None:
+            return None
+        from torch.func import functional_call, grad, vmap
+
+        n_way = self._n_classes(support_labels)
+        body = {k: v.detach() for k, v in self.body.named_parameters()}
+        buffers = dict(self.body.named_buffers())
+        d = feature_dim(self.body, support[0])
+
+        def logits(params: dict, x: Tensor) -> Tensor:
+            return self._features(functional_call, params, buffers, x) @ params["w"].T + params["b"]
+
+        def loss(params: dict, x: Tensor) -> Tensor:
+            return F.cross_entropy(logits(params, x), support_labels)
+
+        def one(xs: Tensor, xq: Tensor) -> Tensor:
+            params = self._start(body, xs, functional_call, buffers, n_way, d)
+            for _ in range(self.adaptation_steps):
+                params = {k: v - self.inner_lr * g for (k, v), g in zip(params.items(), grad(loss)(params, xs).values())}
+            return logits(params, xq)
+
+        with torch.no_grad():
+            return torch.cat([vmap(one)(support[i:i + chunk], query[i:i + chunk])
+                              for i in range(0, len(support), chunk)])
+
+    def _start(self, body: dict, xs: Tensor, call: Any, buffers: dict, n_way: int, d: int) -> dict:
+        """The parameters an episode's inner loop starts from: the body's and a zero head."""
+        return {**{f"body.{k}": v for k, v in body.items()}, "w": xs.new_zeros(n_way, d), "b": xs.new_zeros(n_way)}
+
+    def _features(self, call: Any, params: dict, buffers: dict, x: Tensor) -> Tensor:
+        """The body's features [n, d] of x under ``params`` (its "body.*" entries)."""
+        return call(self.body, ({k[5:]: v for k, v in params.items() if k.startswith("body.")}, buffers), (x,))
+
     def scores(self, query: Tensor) -> Tensor:
         if not self._adapted:
             raise RuntimeError(f"{type(self).__name__}.scores called before fit")

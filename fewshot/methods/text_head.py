@@ -1,10 +1,11 @@
 """A text-branch classifier: any feature-based method on text features, abstaining on empty names."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from fewshot.methods.base import FewShotClassifier
+from fewshot.methods.base import FewShotClassifier, fit_validated
 
 
 class TextHead(FewShotClassifier):
@@ -22,9 +23,14 @@ class TextHead(FewShotClassifier):
     def chosen(self) -> dict:
         return dict(getattr(self.head, "chosen", {}) or {})
 
-    def fit(self, support: Tensor, support_labels: Tensor) -> TextHead:
-        """support: [n, d] text features; support_labels: [n] in 0..C-1."""
-        self.head.fit(support, support_labels)
+    @property
+    def uses_validation(self) -> bool:  # type: ignore[override]  (as the wrapped method does)
+        return self.head.uses_validation
+
+    def fit(self, support: Tensor, support_labels: Tensor, groups: np.ndarray | None = None) -> TextHead:
+        """support: [n, d] text features; support_labels: [n] in 0..C-1; groups: for a wrapped method that
+        chooses its settings on validation (see :class:`FewShotClassifier`)."""
+        fit_validated(self.head, support, support_labels, groups)
         return self
 
     def scores(self, query: Tensor) -> Tensor:

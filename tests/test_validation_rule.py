@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fewshot.data.split import ValidationRule, group_split, stratified_split
+from fewshot.data.split import stratified_split
+from fewshot.data.validation import ValidationRule, group_split
 
 
 def _one_side(key: np.ndarray, train: np.ndarray, val: np.ndarray) -> bool:
@@ -95,7 +96,8 @@ def test_rule_group_reads_groups_from_table_columns() -> None:
     assert applied == rule and val.size
     unit = pd.Series(list(zip(labels, table.year, table.season)))
     assert not set(unit[train]) & set(unit[val])
-    assert rule.describe() == "group: whole (year, season) groups held out, 20% per class"
+    assert rule.describe() == "group: whole (year, season) groups held out, 20% per class, pixel-identical copies on one side"
+    assert rule.describe(share=False).startswith("group: whole (year, season) groups held out, per class")
 
 
 @pytest.mark.parametrize("table, reason", [
@@ -144,10 +146,10 @@ def _union_find(keys: list[np.ndarray], n: int) -> np.ndarray:
 
 @settings(max_examples=100, deadline=None)
 @given(_catalogue())
-def test_merged_groups_are_the_union_find_components(data) -> None:
-    from fewshot.data.split import _components
+def test_merged_groups_are_the_union_findconnected_groups(data) -> None:
+    from fewshot.data.validation import connected_groups
 
     _, groups, linked = data
-    ours, ref = _components([groups, linked], len(groups)), _union_find([groups, linked], len(groups))
+    ours, ref = connected_groups([groups, linked], len(groups)), _union_find([groups, linked], len(groups))
     # the same partition: equal labels exactly where the reference's labels are equal
     np.testing.assert_array_equal(ours[:, None] == ours[None, :], ref[:, None] == ref[None, :])

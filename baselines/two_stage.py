@@ -24,7 +24,7 @@ import torch
 
 from fewshot.data.protocols import TransferProtocol
 from fewshot.images.inference import predict_scores
-from fewshot.models.backbones import create_backbone
+from fewshot.models.backbones import check_weights, create_backbone
 from fewshot.models.classifier import Classifier
 from fewshot.training.checkpoint import check_resumable, load_training_state
 from fewshot.training.loop import TrainConfig, fit
@@ -46,6 +46,9 @@ class TwoStageConfig:
     # the joint variant's stage 2 (train_stage2_joint): head + tail classes together
     stage2_joint: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.01, class_weights="inverse",
                                                                           val_min_per_class=0))
+
+    def __post_init__(self) -> None:
+        check_weights(self.backbone, self.weights)
 
 
 @record

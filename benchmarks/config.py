@@ -13,7 +13,7 @@ from typing import Literal
 
 from baselines.two_stage import TwoStageConfig
 from fewshot.methods.fusion_functional import DEFAULT_THRESHOLDS
-from fewshot.models.backbones import available_backbones
+from fewshot.models.backbones import available_backbones, check_weights
 from fewshot.training.episodic import EpisodeConfig
 from fewshot.training.loop import TrainConfig
 from fewshot.training.meta import MetaConfig
@@ -260,6 +260,7 @@ class BenchmarkConfig:
         for key in ("backbone", "reference_backbone"):
             if getattr(self, key) not in available_backbones():
                 raise ValueError(f"{key}={getattr(self, key)!r} is unknown; known: {', '.join(available_backbones())}")
+        check_weights(self.backbone, self.weights)  # a weights value no phase could load: refused before any work
         if not 0.0 < self.val_classes < 1.0:
             raise ValueError(f"val_classes={self.val_classes} must lie in (0, 1)")
 

@@ -246,6 +246,9 @@ def test_resume_with_an_evaluation_override_recomputes_the_evaluations_only(smok
     ("backbone=resnet19", "backbone='resnet19' is unknown"),
     ("fusion.image_method=two_stage", "fusion.image_method='two_stage' must be an image-only feature-based"),
     ("text.encoder=bert", "text.encoder"),
+    ("weights=nope", "weights='nope' is not \"none\", \"imagenet\" or an existing checkpoint file"),
+    ("weights=imagenet", "weights=\"imagenet\": backbone 'conv4' has no ImageNet weights"),
+    ("reference_backbone=conv4", "reference_backbone='conv4' has no ImageNet weights, and centroid_imagenet"),
 ])
 def test_config_mistakes_get_one_line_and_exit_2_before_any_work(override, message, tmp_path, capsys):
     out = tmp_path / "run"

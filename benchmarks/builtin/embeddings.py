@@ -23,7 +23,7 @@ from fewshot.config import to_dict
 from fewshot.data.protocols import TransferProtocol
 from fewshot.data.split import stratified_split
 from fewshot.methods import ProtoNet
-from fewshot.models.backbones import create_backbone
+from fewshot.models.backbones import create_backbone, imagenet_weights
 from fewshot.models.classifier import Classifier
 from fewshot.training.episodic import EpisodicObjective, SupervisedEpisodicValidation
 from fewshot.training.loop import fit
@@ -120,8 +120,18 @@ def _supervised_init(cfg: BenchmarkConfig) -> bool:
     return cfg.protonet.init == "supervised"
 
 
+def check_reference_backbone(cfg: BenchmarkConfig) -> None:
+    """The frozen ``imagenet`` embedding needs a ``reference_backbone`` that has ImageNet weights."""
+    if imagenet_weights(cfg.reference_backbone) is None:
+        users = [m for m in cfg.methods if m in ("centroid_imagenet", "maml", "anil")]
+        raise ValueError(f"reference_backbone={cfg.reference_backbone!r} has no ImageNet weights, and "
+                         f"{', '.join(users) or 'a configured method'} scores its frozen ImageNet features; choose "
+                         "one that has (fewshot weights lists them), or leave those methods out")
+
+
 register_embedding(Embedding("imagenet", "any", "imagenet_weights", "imagenet", None,
-                             lambda c: {"backbone": c.reference_backbone, "weights": "imagenet"}))
+                             lambda c: {"backbone": c.reference_backbone, "weights": "imagenet"},
+                             checks=(check_reference_backbone,)))
 register_embedding(Embedding("stage1", "transfer", "stage1", "two_stage/stage1/best.pt", _train_stage1,
                              lambda c: {**model_inputs(c), **transfer_data(c), "train": train_inputs(c, "stage1")}))
 register_embedding(Embedding("stage2", "transfer", "stage2", "two_stage/stage2/best.pt", _train_stage2,

@@ -91,8 +91,8 @@ USER_ERRORS = [
     ("header-only styles.csv", lambda make, tmp: ["cache", "--data", str(make([]))],
      "no usable products: styles.csv has a header but no data rows"),
     ("too many head classes", lambda make, tmp: ["summary", "--data", str(make(_good_rows())), "--n-head", "5"],
-     "only 1 classes have train (even-year) images; n_head=5 needs at least that many; lower n_head "
-     "(fewshot summary --n-head"),
+     "only 1 class has train (even-year) images; n_head=5 takes 5 for the head, and a tail needs more (6 in all); "
+     "lower n_head (no n_head leaves a tail; fewshot summary --n-head"),
     ("zero --n-head", lambda make, tmp: ["summary", "--data", str(make(_good_rows())), "--n-head", "0"],
      "argument --n-head: must be >= 1, got 0"),
     ("unknown subcommand", lambda make, tmp: ["frobnicate"], "invalid choice: 'frobnicate'"),

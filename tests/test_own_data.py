@@ -332,7 +332,8 @@ BAD_INPUTS = [
     ("a split column the data lacks", _five_classes, ["--split", "column", "--split-key", "grp"],
      "the split column 'grp' is not in the data; its columns: label, split, text, group"),
     ("fewer classes than n_head", _five_classes, [],
-     "only 5 classes have train images; n_head=20 needs at least that many; lower n_head"),
+     "only 5 classes have train images; n_head=20 takes 20 for the head, and a tail needs more (21 in all); lower "
+     "n_head (n_head=4 leaves one tail class"),
 ]
 
 

@@ -200,6 +200,26 @@ def test_summary_reports_corrupt_images_as_not_checked_until_a_cache_build_found
     assert "corrupt images: 3 (found by the 40x30 image cache build" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("protocol", ["transfer", "episodic"])
+def test_summary_counts_leave_out_the_corrupt_images_a_cache_build_found(protocol, make_layout, capsys):
+    root = _corrupt_layout(make_layout)  # 9 rows: Shirts 1-6 (1, 4 corrupt), Jeans 7-9 (8 corrupt)
+    # grey images 2, 3, 5, 6, 7, 9 are pixel copies: kept, so that only the corrupt ones change the counts
+    options = ["--no-dedupe", *(["--n-head", "1"] if protocol == "transfer" else ["--min-images", "1"])]
+    before = _run_json(capsys, "summary", "--data", str(root), "--json", "--protocol", protocol, *options)
+    assert main(["cache", "--data", str(root), "--size", "40x30"]) == 0
+    capsys.readouterr()
+    after = _run_json(capsys, "summary", "--data", str(root), "--json", "--protocol", protocol, *options)
+    assert (before["n_images"], after["n_images"], after["n_corrupt_images"]) == (9, 6, 3)
+    if protocol == "transfer":  # Shirts: even-year train images; Jeans: odd-year test images
+        assert (before["n_head_train"], after["n_head_train"]) == (6, 4)
+        assert after["excluded"]["Jeans"] == "only in test (odd) years: 0 train, 2 test images"
+    else:
+        assert before["n_background_images"] + before["n_evaluation_images"] == 9
+        assert after["n_background_images"] + after["n_evaluation_images"] == 6
+    assert main(["summary", "--data", str(root), "--protocol", protocol, *options]) == 0
+    assert "corrupt images: 3 (found by the 40x30 image cache build" in capsys.readouterr().out
+
+
 def test_summary_drops_pixel_copies_once_a_cache_exists_unless_no_dedupe(make_layout, capsys):
     red, blue = (200, 0, 0), (0, 0, 200)
     rows = [style_row(i, "Shirts", 2012) for i in range(1, 5)] + [style_row(i, "Jeans", 2013) for i in range(5, 8)]

@@ -49,6 +49,7 @@ from fewshot.config import apply_overrides, load_config, to_dict, to_toml
 from fewshot.data.catalog import Catalog
 from fewshot.data.duplicates import dataset_groups, describe_duplicates
 from fewshot.data.layouts import data_dir, open_dataset
+from fewshot.data.leftout import LeftOut, left_out
 from fewshot.data.protocols import (
     EpisodicProtocol,
     TransferProtocol,
@@ -62,7 +63,7 @@ from fewshot.utils import distributed
 from fewshot.utils.device import resolve_device
 from fewshot.utils.errors import UserError, run_cli
 from fewshot.utils.io import atomic_write_json, atomic_write_text
-from fewshot.utils.resume import check_same_images, config_differences, refuse_changes
+from fewshot.utils.resume import check_same_images, config_differences, recorded_roots, refuse_changes
 from fewshot.utils.runinfo import git_revision, machine_info, package_versions
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -121,6 +122,8 @@ def _prepare(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, dict]:
         return _prepare_resume(args)
     path = config_path(args.config)
     cfg = resolve_config(load_config(BenchmarkConfig, path, _overrides(args)), str(path))
+    if cfg.data.source != "synthetic" or args.data:  # a dataset that is not there: refused before a folder is made
+        data_dir(args.data, any_layout=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{cfg.name}-{stamp}"
     if out.exists() and any(out.iterdir()):
@@ -142,6 +145,10 @@ def _prepare_resume(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, di
         raise UserError(f"--resume {out}: no config.resolved.toml there; is it a benchmark run folder?")
     resolved = out / "config.resolved.toml"
     saved = resolve_config(load_config(BenchmarkConfig, resolved), str(resolved))
+    if args.config is not None and load_config(BenchmarkConfig, config_path(args.config)).name != saved.name:
+        raise UserError(f"--config {args.config} with --resume {out}: the run's config is {saved.name!r} (its "
+                        "config.resolved.toml), which a resumed run keeps; drop --config, or start a fresh run with "
+                        f"--config {args.config} (--reuse {out} imports the phases it can)")
     cfg = resolve_config(apply_overrides(saved, _overrides(args)), "--resume overrides")
     stale: set[str] = set()  # embeddings whose training the overrides change, directly or upstream
     for e in embeddings():  # parents come first
@@ -155,7 +162,6 @@ def _prepare_resume(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, di
                               "only what they change")
     if diffs:
         tqdm.write(f"resuming {out} with changed settings: {'; '.join(diffs)}")
-    atomic_write_text(out / "config.resolved.toml", to_toml(cfg))
     previous = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
     return cfg, out, {**previous, "changed_on_resume": diffs}
 
@@ -176,9 +182,11 @@ def _dataset(cfg: BenchmarkConfig, out: Path, args: argparse.Namespace, previous
     else:
         root = data_dir(given or recorded.get("root"), any_layout=True)
     on_bad_rows = "skip" if cfg.data.skip_bad_rows else "raise"
-    ds = open_dataset(root, warn=False, on_bad_rows=on_bad_rows).cached(cfg.data.image_size,
+    # warn=False: what the readers and the cache leave out is reported once, by report_left_out
+    ds = open_dataset(root, warn=False, on_bad_rows=on_bad_rows).cached(cfg.data.image_size, warn=False,
                                                                         progress=not args.no_progress)
-    check_same_images(previous.get("dataset", {}), ds.cache.pixels_sha256, ds.cache.key, root)
+    check_same_images(previous.get("dataset", {}), ds.cache.pixels_sha256, ds.cache.key, root,
+                      image_size=cfg.data.image_size, size_hint="without a data.image_size override")
     return ds
 
 
@@ -248,7 +256,7 @@ def _main(args: argparse.Namespace) -> dict:
     # Start from the previous record: an attempt that fails early must not erase what the resume guard
     # checks next time (the dataset's pixel hash).
     run = {**{k: v for k, v in previous.items() if k not in ("error", "stopped", "note")},
-           "config": cfg.name, "status": "running", "seed": cfg.seed,
+           "config": cfg.name, "status": "starting", "seed": cfg.seed,
            "overrides": [*previous.get("overrides", []), *args.overrides],
            "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "resumed": bool(args.resume)}
@@ -257,10 +265,13 @@ def _main(args: argparse.Namespace) -> dict:
     try:
         return _run(args, cfg, out, previous, run, start)
     except BaseException as err:  # noqa: BLE001 (recorded, then raised again)
+        # A resume refused before it started (other images, settings the data cannot hold) changed nothing: the
+        # run's record stays as it was (a finished run stays finished).
+        refused = bool(args.resume) and run["status"] == "starting"
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         run.update(status=status, error=f"{type(err).__name__}: {err}",
                    stopped=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        if distributed.is_main():
+        if distributed.is_main() and not refused:
             atomic_write_json(out / "run.json", run)
         raise
 
@@ -270,16 +281,23 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     device = resolve_device(cfg.device)
     with distributed.main_first():  # rank 0 writes the synthetic data and the image cache, the others read them
         ds = _dataset(cfg, out, args, previous)
+    left = left_out(ds)
+    if distributed.is_main():
+        report_left_out(left)
     phases = PhaseStore(out, reuse=args.reuse)
     run.update({
         "git_revision": git_revision(), "device": str(device), "machine": machine_info(device),
         "packages": package_versions(),
         "dataset": {**ds.describe(), "image_size": list(cfg.data.image_size), "image_cache_key": ds.cache.key,
-                    "pixels_sha256": ds.cache.pixels_sha256},
+                    "pixels_sha256": ds.cache.pixels_sha256,
+                    "roots": recorded_roots(previous.get("dataset", {}), ds.root),
+                    "left_out": [g.to_dict() for g in left]},
         "phase_seconds": phases.seconds, "reused_phases": phases.reused, "imported_phases": phases.imported,
         "phase_keys": phases.keys, "distributed": distributed.describe(),
     })
+    run["status"] = "running"  # the checks passed: from here on the record says what happened
     if distributed.is_main():
+        atomic_write_text(out / "config.resolved.toml", to_toml(cfg))
         atomic_write_json(out / "run.json", run)
     ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device,
                      tuple(ds.names))
@@ -310,6 +328,14 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     atomic_write_json(out / "run.json", run)
     tqdm.write(f"results in {out}: summary.md, summary.json, per_class.csv, run.json, {', '.join(run['plots'])}")
     return summary
+
+
+def report_left_out(groups: list[LeftOut]) -> None:
+    """Say once what the data left out, a line per reason (run.json's ``dataset.left_out`` lists every item)."""
+    if groups:
+        tqdm.write("left out of the data (every item in run.json's dataset.left_out):")
+    for group in groups:
+        tqdm.write(f"  {group.line()}")
 
 
 def preflight(cfg: BenchmarkConfig, tp: TransferProtocol | None, ep: EpisodicProtocol | None) -> None:

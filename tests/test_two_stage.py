@@ -102,4 +102,20 @@ def test_two_stage_cli_resume_refuses_other_settings_and_other_images(synthetic_
     last = err.strip().splitlines()[-1]  # above it: the image cache's progress bar
     assert last.startswith("baselines.two_stage: error: the images at") and "not those this run started with" in last
     assert "Traceback" not in err
+    assert f"Point --data at the run's dataset ({data})" in last  # the run's folder, not the one just passed
+    bigger = [a if a != "32x24" else "40x30" for a in fast]
+    assert _cli("--data", str(data), "--out", str(out), "--resume", *bigger) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ("the run's images are 32x24 (height x width), these 40x30: a resumed run keeps its image size. Resume at "
+            "32x24 (--size 32x24), or start a fresh run.") in last
     assert _cli("--data", str(data), "--out", str(out), "--resume", *fast) == 0  # the same run resumes
+
+
+def test_two_stage_reads_any_layout(tmp_path, capsys):
+    from tests.test_own_data import make_manifest
+
+    manifest = make_manifest(tmp_path / "m", (6, 5, 4), pixels=False)
+    assert _cli("--data", str(manifest), "--out", str(tmp_path / "run"), "--size", "8x6", "--n-head", "3") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == ("baselines.two_stage: error: no tail classes: every class with train images is among the --n-head "
+                    "3 head classes; lower --n-head")

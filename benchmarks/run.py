@@ -36,10 +36,11 @@ from tqdm.auto import tqdm
 import benchmarks.builtin  # noqa: F401  (registers the built-in embeddings and methods)
 from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.context import RunContext
-from benchmarks.engine.episodic_split import EpisodicSplit
+from benchmarks.engine.feasibility import change_words, merge_adjustments
 from benchmarks.engine.names import subset_summary
 from benchmarks.engine.phases import PhaseStore
 from benchmarks.protocols.episodic import run_episodic
+from benchmarks.protocols.feasibility import settle
 from benchmarks.protocols.transfer import run_transfer
 from benchmarks.registry.embeddings import embeddings
 from benchmarks.registry.methods import configured_methods, resolve_config
@@ -295,17 +296,22 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
         "phase_seconds": phases.seconds, "reused_phases": phases.reused, "imported_phases": phases.imported,
         "phase_keys": phases.keys, "distributed": distributed.describe(),
     })
-    run["status"] = "running"  # the checks passed: from here on the record says what happened
-    if distributed.is_main():
-        atomic_write_text(out / "config.resolved.toml", to_toml(cfg))
-        atomic_write_json(out / "run.json", run)
-    ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device,
-                     tuple(ds.names))
     groups = dataset_groups(ds)  # pixel-identical copies, reported either way
     dedupe = groups if cfg.data.dedupe else None
+    # every setting against the data, before any phase: refused, or fitted (data.fit_to_data), one line each
+    cfg, fitted = settle(cfg, ds, dedupe, pinned=given_keys([*previous.get("overrides", []), *args.overrides]))
+    run["fitted"] = merge_adjustments([*previous.get("fitted", []), *fitted])
+    run["evaluation"] = to_dict(cfg.evaluation)  # the episodes' settings, for the reports
+    run["status"] = "running"  # the checks passed: from here on the record says what happened
+    if distributed.is_main():
+        report_fitted(fitted)
+        atomic_write_text(out / "config.resolved.toml", to_toml(cfg))
+        atomic_write_json(out / "run.json", run)
+    names = tuple(ds.names) if any(n.strip() for n in ds.names) else ()  # no text: no product-name figures
+    ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device,
+                     names)
     ctx, tp, ep = _protocols(cfg, ds, ctx, dedupe, out, run)
     run["dataset"]["features_key"] = ctx.image_key  # what feature and text caches of this run are keyed by
-    preflight(cfg, tp, ep)
     transfer = run_transfer(ctx, tp) if tp is not None else {}
     episodic = run_episodic(ctx, ep) if ep is not None else {}
     duplicates = {**describe_duplicates(groups, ds.row_labels),
@@ -338,20 +344,17 @@ def report_left_out(groups: list[LeftOut]) -> None:
         tqdm.write(f"  {group.line()}")
 
 
-def preflight(cfg: BenchmarkConfig, tp: TransferProtocol | None, ep: EpisodicProtocol | None) -> None:
-    """What the data must allow, checked before any training: enough evaluation classes for every way,
-    a tail to fine-tune on, background classes to hold some out for validation."""
-    if ep is not None:
-        n_eval = len(ep.evaluation)
-        too_wide = [w for w in cfg.evaluation.ways if w > n_eval]
-        if too_wide:
-            raise UserError(f"evaluation.ways={list(cfg.evaluation.ways)}: the data has {n_eval} evaluation classes "
-                            f"with >= data.min_images={cfg.data.min_images} images, fewer than {max(too_wide)}-way "
-                            "episodes need; lower the ways or data.min_images")
-        EpisodicSplit.make(cfg, ep)  # refuses a background too small to hold validation classes out
-    if tp is not None and not tp.tail:
-        raise UserError(f"no tail classes: every class with train images is among the data.n_head={cfg.data.n_head} "
-                        "head classes; lower data.n_head")
+def given_keys(overrides: list[str]) -> set[str]:
+    """The config keys that ``key=value`` overrides set (those ``data.fit_to_data`` never changes)."""
+    return {item.partition("=")[0].strip() for item in overrides if "=" in item}
+
+
+def report_fitted(fitted: list[dict]) -> None:
+    """Say once which settings were fitted to the data (run.json's ``fitted`` and summary.md keep them)."""
+    if fitted:
+        tqdm.write("fitted to the data (data.fit_to_data = true; run.json's fitted and summary.md say why):")
+    for f in fitted:
+        tqdm.write(f"  {change_words(f)}: {f['why']}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ class LeftOut:
         return f"{len(self.items)} {reason}: {', '.join(named)}{more}"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"reason": self.reason, "count": len(self.items), "items": list(self.items)}
+        out: dict[str, Any] = {"reason": self.reason, "count": len(self.items), "line": self.line(),
+                               "items": list(self.items)}
         if self.details:
             out["details"] = list(self.details)
         return out

@@ -340,7 +340,9 @@ def _episode_step(cfg: BenchmarkConfig, need: EpisodeNeed, pinned: frozenset[str
         return None
     fix = need.fit(pinned) or need.fit()
     if fix:
-        return dataclasses.replace(_step(cfg, need.lead(fix), need.lacks(), fix, pinned),
+        # a refused step (it changes a key given on the command line) starts with that key
+        lead = next((s for s in need.settings if s.key in fix and s.key in pinned), need.lead(fix))
+        return dataclasses.replace(_step(cfg, lead, need.lacks(), fix, pinned),
                                    also=alternative(need) if alternative is not None else None)
     why = (f"{need.lacks()}; no episode size fits ({FLOOR['way']}-way {FLOOR['shot']}-shot {FLOOR['query']}-query "
            f"needs {FLOOR['way']} classes with >= {FLOOR['shot'] + FLOOR['query']} images)")

@@ -68,9 +68,18 @@ class Step:
 
     @property
     def line(self) -> str:
+        return self.line_for(self.cfg)
+
+    def line_for(self, configured: BenchmarkConfig) -> str:
+        """The step's line; a lead whose value a change above it made differs from ``configured`` says both."""
         also = f", or {fix_words(self.also, self.cfg)}" if self.also else ""
-        lead = (f"{self.lead.key} {', '.join(self.lead.value)}" if self.lead.key in LEAVE_OUT_KEYS else
-                f"{self.lead.key}={fmt(self.lead.value)}")
+        if self.lead.key in LEAVE_OUT_KEYS:
+            lead = f"{self.lead.key} {', '.join(self.lead.value)}"
+        else:
+            lead = f"{self.lead.key}={fmt(self.lead.value)}"
+            before = setting(configured, self.lead.key)
+            if fmt(before) != fmt(self.lead.value):
+                lead = f"{self.lead.key}={fmt(before)} ({fmt(self.lead.value)} after the change above)"
         return f"{lead}: {self.why}; {fix_words(self.fix, self.cfg)} would work{also}"
 
     def adjustments(self) -> list[Adjustment]:
@@ -94,11 +103,11 @@ def settle(cfg: BenchmarkConfig, ds: Catalog, duplicate_groups: np.ndarray | Non
         raise UserError(f"nothing can run on {where}: {'; '.join(shorts)} (README: Your own data)")
     if not fitting:
         raise UserError(_listed(f"{where} cannot hold {_n(len(steps), 'setting')} (nothing was trained; "
-                                "data.fit_to_data=true fits them, each change stated in summary.md)", steps))
+                                "data.fit_to_data=true fits them, each change stated in summary.md)", steps, cfg))
     refused = [s for s in steps if not s.allowed]
     if refused:
         raise UserError(_listed(f"{where} cannot hold {_n(len(refused), 'setting')} given on the command line "
-                                "(data.fit_to_data changes only the config's own)", refused))
+                                "(data.fit_to_data changes only the config's own)", refused, cfg))
     return fitted, merge_adjustments(a.to_dict() for s in steps for a in s.adjustments())
 
 
@@ -417,8 +426,8 @@ def _n(k: int, what: str) -> str:
     return f"{k} {what}{'' if k == 1 else 's'}"
 
 
-def _listed(head: str, steps: list[Step]) -> str:
+def _listed(head: str, steps: list[Step], configured: BenchmarkConfig) -> str:
     """One line for one step, else a head line and one line per step."""
     if len(steps) == 1:
-        return f"{head}: {steps[0].line}"
-    return head + ":\n" + "\n".join(f"  {s.line}" for s in steps)
+        return f"{head}: {steps[0].line_for(configured)}"
+    return head + ":\n" + "\n".join(f"  {s.line_for(configured)}" for s in steps)

@@ -57,7 +57,7 @@ def eight_class_folder(root: Path) -> tuple[Path, dict[str, list[str]]]:
 def defective_manifest(folder: Path) -> tuple[Path, dict[str, list[str]]]:
     """path,label only (no text, no split): 10 long-tailed classes, rows whose file is missing, malformed rows
     (a wrong field count, a blank label, a path listed twice), a class made only of missing rows, corrupt
-    images (one the only row of its class)."""
+    images (one the only row of its class), a class whose one row is malformed."""
     rng = np.random.default_rng(3)
     names = class_names(10)
     rows = []
@@ -76,11 +76,11 @@ def defective_manifest(folder: Path) -> tuple[Path, dict[str, list[str]]]:
         writer = csv.writer(fh)
         writer.writerows([["path", "label"], *rows, *missing, *corrupt])
         first = len(rows) + len(missing) + len(corrupt) + 2  # the line of the first malformed row
-        fh.write("img/0/0.png,Alder,extra\nimg/2/0.png,\nimg/0/1.png,Alder\n")
+        fh.write("img/0/0.png,Alder,extra\nimg/2/0.png,\nimg/0/1.png,Twin\n")  # Twin: its one row is malformed
     return path, {"rows of the manifest whose image file is missing": [r[0] for r in missing],
                   "malformed rows skipped (data.skip_bad_rows)": [f"line {first + k}" for k in range(3)],
                   "corrupt images (cannot be decoded)": [r[0] for r in corrupt],
-                  "classes left without a usable image": ["Broken", "Ghost"]}
+                  "classes left without a usable image": ["Broken", "Ghost", "Twin"]}
 
 
 CATALOGUES = {"long-tailed folder": long_tailed_folder, "eight classes": eight_class_folder,

@@ -8,6 +8,7 @@ from typing import Any
 from benchmarks.engine.feasibility import change_words
 from fewshot.data.protocols import shipped_classes
 from fewshot.data.rules import KAGGLE_SPLIT
+from fewshot.data.split import ValidationRule
 
 SHOWN = 3  # items named per group of left-out items (run.json lists every one)
 
@@ -37,10 +38,24 @@ def _protocol_words(summary: dict[str, Any], run: dict[str, Any]) -> list[str]:
         n_train, n_val = len(split.get("train_classes", [])), len(split.get("val_classes", []))
         words.append(f"Episodic protocol: {classes['rule']}; background classes: {n_train} to train on, {n_val} held "
                      "out whole to choose epochs on.")
-    validation = d.get("validation")  # the validation rule of the trained phases, where run.json records it
-    if isinstance(validation, dict) and validation.get("rule"):
-        words.append(f"Validation images: {validation['rule']}.")
+    validation = _validation_words(d.get("validation"))
+    if validation:
+        words.append(f"Validation images (carved from train): {validation}.")
     return [" ".join(words), ""] if words else []
+
+
+def _validation_words(record: Any) -> str:
+    """The validation rule of the trained phases in words, where run.json's ``dataset.validation`` records one
+    (its ``rule`` in words, or a :class:`fewshot.data.split.ValidationRule` as a dict); "" otherwise."""
+    if not isinstance(record, dict):
+        return ""
+    if record.get("rule"):
+        return str(record["rule"])
+    try:
+        return ValidationRule.from_dict({k: v for k, v in record.items()
+                                         if k in ValidationRule.__dataclass_fields__}).describe()
+    except (TypeError, ValueError):
+        return ""
 
 
 def _fitted(run: dict[str, Any]) -> list[str]:

@@ -84,16 +84,16 @@ def left_out(ds: Catalog) -> list[LeftOut]:
 
 
 def vanished_classes(ds: Catalog) -> dict[str, str]:
-    """{class: what its rows were} for the classes of the rows left out (missing files, corrupt images) that no
-    usable row has: they are in the data, and in no protocol."""
+    """{class: what its rows were} for the classes of the rows left out (missing files, corrupt images,
+    malformed rows that name a class) that no usable row has: they are in the data, and in no protocol."""
     kept = set(ds.classes)
     lost: dict[str, Counter] = {}
-    for frame, what in ((ds.missing, "file missing"), (ds.corrupt_rows, "corrupt")):
-        if not len(frame):
-            continue
-        for label in _labels(frame):
-            if label and label not in kept:
-                lost.setdefault(label, Counter())[what] += 1
+    labels = [(label, "file missing") for label in _labels(ds.missing) if len(ds.missing)]
+    labels += [(label, "corrupt") for label in _labels(ds.corrupt_rows) if len(ds.corrupt_rows)]
+    labels += [(b.label, "malformed") for b in ds.bad_rows]
+    for label, what in labels:
+        if label and label not in kept:
+            lost.setdefault(label, Counter())[what] += 1
     return {c: _rows_words(counts) for c, counts in sorted(lost.items())}
 
 

@@ -203,6 +203,7 @@ def main(args: argparse.Namespace) -> dict:
     from fewshot.cli import parse_size
     from fewshot.config import load_config, to_toml
     from fewshot.data.layouts import data_dir, open_dataset
+    from fewshot.data.leftout import left_out
     from fewshot.data.protocols import split_rule_for
     from fewshot.evaluation import per_class_topk
     from fewshot.utils.errors import UserError
@@ -216,8 +217,10 @@ def main(args: argparse.Namespace) -> dict:
     size = parse_size(args.size)
     # any layout (a Kaggle folder, an image folder, a CSV manifest), split by its own rule as the benchmark's
     # data.split = "auto" does (Kaggle: even / odd years)
-    ds = open_dataset(data_dir(args.data, any_layout=True), on_bad_rows="skip" if args.skip_bad_rows else "raise") \
-        .cached(size)
+    ds = open_dataset(data_dir(args.data, any_layout=True), on_bad_rows="skip" if args.skip_bad_rows else "raise",
+                      warn=False).cached(size, warn=False)
+    for group in left_out(ds):  # what the readers and the cache left out: one line per reason, no raw warning
+        print(f"left out: {group.line()}")
     record = json.loads((args.out / "run.json").read_text()) if (args.out / "run.json").exists() else {}
     if args.resume:
         _guard_resume(args.out, config, ds, size)

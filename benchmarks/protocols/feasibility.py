@@ -99,7 +99,7 @@ def settle(cfg: BenchmarkConfig, ds: Catalog, duplicate_groups: np.ndarray | Non
         return cfg, []
     where = f"the data at {ds.root}"
     if not runnable(fitted, steps[-1].fix):  # one line: what each protocol lacks
-        shorts = [s.short for s in steps if s.short]
+        shorts = [s.short for s in steps if s.short] or [steps[-1].line_for(cfg)]
         raise UserError(f"nothing can run on {where}: {'; '.join(shorts)} (README: Your own data)")
     if not fitting:
         raise UserError(_listed(f"{where} cannot hold {_n(len(steps), 'setting')} (nothing was trained; "
@@ -149,8 +149,8 @@ class _Data:
         return self._cache[key]
 
     def transfer(self, cfg: BenchmarkConfig, n_head: int | None = None) -> TransferProtocol:
-        """The transfer protocol with ``n_head`` (default: the config's) head classes (at most as many as
-        have train images)."""
+        """The transfer protocol with ``n_head`` (default: the config's) head classes, which must not exceed the
+        classes with train images (:meth:`n_train_classes`)."""
         settings = cfg.data.protocol_settings(cfg.seed)
         rule = self._once(("rule", repr(settings)), lambda: split_rule_for(self.ds, **settings))
         n = n_head or cfg.data.n_head
@@ -166,6 +166,7 @@ class _Data:
         return len(pd.unique(labels[pd.notna(labels)]))
 
     def episodic(self, cfg: BenchmarkConfig, min_images: int | None = None) -> EpisodicProtocol:
+        """The episodic protocol with ``min_images`` (default: the config's)."""
         settings = cfg.data.protocol_settings(cfg.seed)
         m = min_images or cfg.data.min_images
         classes = self._once(("classes", repr(settings)), lambda: class_split_for(self.ds, **settings))

@@ -8,7 +8,10 @@ Writes config.resolved.toml, run.json, per_class.csv, summary.json, summary.md a
 output folder (default ``runs/<config>-<timestamp>/``). Kill it at any point: ``--resume DIR`` continues
 from the last finished epoch or phase; overrides given with it may change what is still to compute
 (evaluation settings, methods), never a finished training phase. A crash is recorded in run.json
-(``"status": "failed"`` with the error).
+(``"status": "failed"`` with the error); a resume refused before it starts (other images, another config,
+settings the data cannot hold) leaves the run's record as it was. Every setting is checked against the data
+before any phase runs (:mod:`benchmarks.protocols.feasibility`): refused one line each, or fitted to it with
+``data.fit_to_data``; what the data left out is printed once and listed in run.json.
 
 Several processes (GPUs, machines): the same command under torchrun, e.g.
 

@@ -25,7 +25,7 @@ import torch
 
 from fewshot.data.protocols import TransferProtocol
 from fewshot.images.inference import predict_scores
-from fewshot.models.backbones import create_backbone
+from fewshot.models.backbones import check_weights, create_backbone
 from fewshot.models.classifier import Classifier
 from fewshot.training.checkpoint import check_resumable, load_training_state
 from fewshot.training.loop import TrainConfig, fit
@@ -47,6 +47,9 @@ class TwoStageConfig:
     # the joint variant's stage 2 (train_stage2_joint): head + tail classes together
     stage2_joint: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=0.01, class_weights="inverse",
                                                                           val_min_per_class=0))
+
+    def __post_init__(self) -> None:
+        check_weights(self.backbone, self.weights)
 
 
 @record
@@ -170,7 +173,10 @@ def train_two_stage(
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m baselines.two_stage", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="dataset folder (default: $FEWSHOT_DATA)")
+    p.add_argument("--data", help="the dataset (default: $FEWSHOT_DATA): a Kaggle folder (styles.csv + images/), an "
+                                  "image folder or a CSV manifest, split by its layout's own rule (Kaggle: even / "
+                                  "odd years; else a split column, train/ and test/ folders, or a seeded stratified "
+                                  "split)")
     p.add_argument("--config", type=Path, help="TOML file with a TwoStageConfig (default: built-in defaults)")
     p.add_argument("--out", type=Path, default=Path("runs/two_stage"), help="output folder (default runs/two_stage)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out: with the same "
@@ -178,19 +184,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="80x60", help="image size HEIGHTxWIDTH (default 80x60)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (overrides both stages' device)")
     p.add_argument("--n-head", type=int, default=20, help="number of head classes (default 20)")
-    p.add_argument("--skip-bad-rows", action="store_true", help="leave malformed styles.csv rows out (reported)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="leave malformed rows of styles.csv or of a manifest out (reported)")
     p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     p.add_argument("overrides", nargs="*", help="config overrides such as stage1.epochs=2 backbone=resnet34")
     return p
 
 
-def _guard_resume(out: Path, config: TwoStageConfig, ds: object) -> None:
-    """The one resume guard: same images (run.json's dataset record) and same settings as the run in ``out``."""
+def _guard_resume(out: Path, config: TwoStageConfig, ds: object, size: tuple[int, int]) -> None:
+    """The one resume guard: same image size and images (run.json's dataset record) and same settings as the
+    run in ``out``."""
     from fewshot.config import load_config, to_dict
     from fewshot.utils.resume import check_same_images, config_differences, refuse_changes
 
     record = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-    check_same_images(record.get("dataset", {}), ds.cache.pixels_sha256, ds.cache.key, ds.root)
+    check_same_images(record.get("dataset", {}), ds.cache.pixels_sha256, ds.cache.key, ds.root, image_size=size,
+                      size_hint="--size {h}x{w}")
     if (out / "config.resolved.toml").exists():
         saved = load_config(TwoStageConfig, out / "config.resolved.toml")
         diffs = config_differences(to_dict(saved), to_dict(config),
@@ -202,26 +211,41 @@ def _guard_resume(out: Path, config: TwoStageConfig, ds: object) -> None:
 def main(args: argparse.Namespace) -> dict:
     from fewshot.cli import parse_size
     from fewshot.config import load_config, to_toml
-    from fewshot.data.dataset import FashionProducts
-    from fewshot.data.layouts import data_dir
+    from fewshot.data.layouts import data_dir, open_dataset
+    from fewshot.data.leftout import left_out
+    from fewshot.data.protocols import split_rule_for
     from fewshot.evaluation import per_class_topk
+    from fewshot.utils.errors import UserError
     from fewshot.utils.io import atomic_write_json, atomic_write_text
+    from fewshot.utils.resume import recorded_roots
 
     overrides = list(args.overrides)
     if args.device:
         overrides += [f"stage1.device={args.device}", f"stage2.device={args.device}"]
     config = load_config(TwoStageConfig, args.config, overrides)
-    ds = FashionProducts(data_dir(args.data), on_bad_rows="skip" if args.skip_bad_rows else "raise") \
-        .cached(parse_size(args.size))
+    size = parse_size(args.size)
+    # any layout (a Kaggle folder, an image folder, a CSV manifest), split by its own rule as the benchmark's
+    # data.split = "auto" does (Kaggle: even / odd years)
+    ds = open_dataset(data_dir(args.data, any_layout=True), on_bad_rows="skip" if args.skip_bad_rows else "raise",
+                      warn=False).cached(size, warn=False)
+    for group in left_out(ds):  # what the readers and the cache left out: one line per reason, no raw warning
+        print(f"left out: {group.line()}")
+    record = json.loads((args.out / "run.json").read_text()) if (args.out / "run.json").exists() else {}
     if args.resume:
-        _guard_resume(args.out, config, ds)
+        _guard_resume(args.out, config, ds, size)
     elif args.out.exists() and any((args.out / s / "scores.pt").exists() for s in ("stage1", "stage2")):
         raise SystemExit(f"{args.out} holds a finished two-stage run; pass --resume to continue it, or another --out")
-    protocol = TransferProtocol.from_styles(ds.styles, n_head=args.n_head)
+    rule = split_rule_for(ds)
+    protocol = TransferProtocol.from_catalog(ds, rule, n_head=args.n_head)
+    if not protocol.tail:
+        raise UserError(f"no tail classes: every class with train images is among the --n-head {args.n_head} head "
+                        "classes; lower --n-head")
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "config.resolved.toml", to_toml(config))
-    atomic_write_json(args.out / "run.json", {"dataset": {**ds.describe(), "image_cache_key": ds.cache.key,
-                                                          "pixels_sha256": ds.cache.pixels_sha256}})
+    atomic_write_json(args.out / "run.json", {"dataset": {
+        **ds.describe(), "image_size": list(size), "image_cache_key": ds.cache.key,
+        "pixels_sha256": ds.cache.pixels_sha256, "transfer_split": rule.to_dict(),
+        "roots": recorded_roots(record.get("dataset", {}) if args.resume else {}, ds.root)}})
     stage1, stage2 = train_two_stage(ds.images, protocol, config, args.out, resume=args.resume)
     summary = {}
     for name, stage in (("head", stage1), ("tail", stage2)):

@@ -13,7 +13,7 @@ from typing import Literal
 
 from baselines.two_stage import TwoStageConfig
 from fewshot.methods.fusion_functional import DEFAULT_THRESHOLDS, DEFAULT_WEIGHTS
-from fewshot.models.backbones import available_backbones
+from fewshot.models.backbones import available_backbones, check_weights
 from fewshot.training.episodic import EpisodeConfig
 from fewshot.training.loop import TrainConfig
 from fewshot.training.meta import MetaConfig
@@ -53,6 +53,10 @@ class DataConfig:
     min_train: int = 1
     min_images: int = 20
     skip_bad_rows: bool = False  # leave malformed styles.csv rows out (reported) instead of stopping
+    # Settings the data cannot hold (episode sizes, ways, n_head, min_images, methods or a protocol that cannot
+    # run) are lowered to what it holds, each change stated (run.json's "fitted", summary.md), instead of
+    # refused; a key given on the command line is never changed (benchmarks.protocols.feasibility).
+    fit_to_data: bool = False
     # Pixel-identical copies: the episodic protocol keeps one image per group, the transfer protocol drops
     # test images whose copy is in train (both counted in summary.json's "duplicates").
     dedupe: bool = True
@@ -284,6 +288,8 @@ class BenchmarkConfig:
     # the methods to run; empty: every registered method whose extras are installed, in the registry's order
     # (benchmarks.registry.methods.resolve_config fills it in, and checks every name, when a run starts)
     methods: tuple[str, ...] = ()
+    # the protocols to run (a method runs in those of its protocols listed here)
+    protocols: tuple[str, ...] = ("transfer", "episodic")
     # the frozen ImageNet backbone of centroid_imagenet ("pretraining alone"), whatever ``backbone`` is
     reference_backbone: str = "efficientnet_lite0"
     val_classes: float = 0.2
@@ -310,10 +316,15 @@ class BenchmarkConfig:
         for key in ("backbone", "reference_backbone"):
             if getattr(self, key) not in available_backbones():
                 raise ValueError(f"{key}={getattr(self, key)!r} is unknown; known: {', '.join(available_backbones())}")
+        check_weights(self.backbone, self.weights)  # a weights value no phase could load: refused before any work
         if not 0.0 < self.val_classes < 1.0:
             raise ValueError(f"val_classes={self.val_classes} must lie in (0, 1)")
         if any(s < 0 for s in (self.seed, *self.seeds)) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seed={self.seed} and seeds={list(self.seeds)} must be distinct integers >= 0")
+        if not self.protocols or set(self.protocols) - {"transfer", "episodic"} or \
+                len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols={list(self.protocols)} must be distinct values among transfer, episodic, "
+                             "at least one")
 
     def all_seeds(self) -> tuple[int, ...]:
         """``seed`` first, then the other ``seeds`` (the figures and predictions are ``seed``'s)."""

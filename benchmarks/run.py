@@ -8,7 +8,10 @@ Writes config.resolved.toml, run.json, per_class.csv, summary.json, summary.md a
 output folder (default ``runs/<config>-<timestamp>/``). Kill it at any point: ``--resume DIR`` continues
 from the last finished epoch or phase; overrides given with it may change what is still to compute
 (evaluation settings, methods), never a finished training phase. A crash is recorded in run.json
-(``"status": "failed"`` with the error).
+(``"status": "failed"`` with the error); a resume refused before it starts (other images, another config,
+settings the data cannot hold) leaves the run's record as it was. Every setting is checked against the data
+before any phase runs (:mod:`benchmarks.protocols.feasibility`): refused one line each, or fitted to it with
+``data.fit_to_data``; what the data left out is printed once and listed in run.json.
 
 Several processes (GPUs, machines): the same command under torchrun, e.g.
 
@@ -31,16 +34,17 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 import benchmarks.builtin  # noqa: F401  (registers the built-in embeddings and methods)
 from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.context import RunContext
-from benchmarks.engine.episodic_split import EpisodicSplit
+from benchmarks.engine.feasibility import change_words, merge_adjustments
 from benchmarks.engine.names import subset_summary
 from benchmarks.engine.phases import PhaseStore
+from benchmarks.engine.validation import validation_groups
 from benchmarks.protocols.episodic import run_episodic
+from benchmarks.protocols.feasibility import settle
 from benchmarks.protocols.transfer import run_transfer
 from benchmarks.registry.embeddings import embeddings
 from benchmarks.registry.methods import configured_methods, declaration, get_method, resolve_config
@@ -54,6 +58,7 @@ from fewshot.config import apply_overrides, load_config, to_dict, to_toml
 from fewshot.data.catalog import Catalog
 from fewshot.data.duplicates import dataset_groups, describe_duplicates
 from fewshot.data.layouts import data_dir, open_dataset
+from fewshot.data.leftout import LeftOut, left_out
 from fewshot.data.protocols import (
     EpisodicProtocol,
     TransferProtocol,
@@ -63,12 +68,11 @@ from fewshot.data.protocols import (
     split_rule_for,
 )
 from fewshot.data.synth import write_synthetic
-from fewshot.data.validation import ValidationRule
 from fewshot.utils import distributed
 from fewshot.utils.device import resolve_device
 from fewshot.utils.errors import UserError, run_cli
 from fewshot.utils.io import atomic_write_json, atomic_write_text
-from fewshot.utils.resume import check_same_images, config_differences, refuse_changes
+from fewshot.utils.resume import check_same_images, config_differences, recorded_roots, refuse_changes
 from fewshot.utils.runinfo import git_revision, machine_info, package_versions
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -127,6 +131,8 @@ def _prepare(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, dict]:
         return _prepare_resume(args)
     path = config_path(args.config)
     cfg = resolve_config(load_config(BenchmarkConfig, path, _overrides(args)), str(path))
+    if cfg.data.source != "synthetic" or args.data:  # a dataset that is not there: refused before a folder is made
+        data_dir(args.data, any_layout=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{cfg.name}-{stamp}"
     if out.exists() and any(out.iterdir()):
@@ -148,6 +154,10 @@ def _prepare_resume(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, di
         raise UserError(f"--resume {out}: no config.resolved.toml there; is it a benchmark run folder?")
     resolved = out / "config.resolved.toml"
     saved = resolve_config(load_config(BenchmarkConfig, resolved), str(resolved))
+    if args.config is not None and load_config(BenchmarkConfig, config_path(args.config)).name != saved.name:
+        raise UserError(f"--config {args.config} with --resume {out}: the run's config is {saved.name!r} (its "
+                        "config.resolved.toml), which a resumed run keeps; drop --config, or start a fresh run with "
+                        f"--config {args.config} (--reuse {out} imports the phases it can)")
     cfg = resolve_config(apply_overrides(saved, _overrides(args)), "--resume overrides")
     stale: set[str] = set()  # embeddings whose training the overrides change, directly or upstream
     for e in embeddings():  # parents come first
@@ -161,7 +171,6 @@ def _prepare_resume(args: argparse.Namespace) -> tuple[BenchmarkConfig, Path, di
                               "only what they change")
     if diffs:
         tqdm.write(f"resuming {out} with changed settings: {'; '.join(diffs)}")
-    atomic_write_text(out / "config.resolved.toml", to_toml(cfg))
     previous = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
     return cfg, out, {**previous, "changed_on_resume": diffs}
 
@@ -182,9 +191,11 @@ def _dataset(cfg: BenchmarkConfig, out: Path, args: argparse.Namespace, previous
     else:
         root = data_dir(given or recorded.get("root"), any_layout=True)
     on_bad_rows = "skip" if cfg.data.skip_bad_rows else "raise"
-    ds = open_dataset(root, warn=False, on_bad_rows=on_bad_rows).cached(cfg.data.image_size,
+    # warn=False: what the readers and the cache leave out is reported once, by report_left_out
+    ds = open_dataset(root, warn=False, on_bad_rows=on_bad_rows).cached(cfg.data.image_size, warn=False,
                                                                         progress=not args.no_progress)
-    check_same_images(previous.get("dataset", {}), ds.cache.pixels_sha256, ds.cache.key, root)
+    check_same_images(previous.get("dataset", {}), ds.cache.pixels_sha256, ds.cache.key, root,
+                      image_size=cfg.data.image_size, size_hint="without a data.image_size override")
     return ds
 
 
@@ -211,16 +222,6 @@ def _protocols(cfg: BenchmarkConfig, ds: Catalog, ctx: RunContext, dedupe, out: 
     if digest:
         ctx = dataclasses.replace(ctx, image_key=hashlib.sha256(f"{ctx.image_key};{digest}".encode()).hexdigest())
     return ctx, tp, ep
-
-
-def _validation(cfg: BenchmarkConfig, ds: Catalog, ctx: RunContext, tp: TransferProtocol | None,
-                copies: np.ndarray) -> RunContext:
-    """The run context with the validation rule that applies to this data (``cfg.validation``, or its
-    stratified fallback) and, for a group rule, every image's group merged with its pixel copies."""
-    rule = ValidationRule(cfg.validation.rule, cfg.validation.group_key)
-    train = np.concatenate([tp.head_train, tp.tail_train]) if tp is not None else None
-    applied, codes = rule.row_groups(ds.labels, ds.table, linked=copies, indices=train)
-    return dataclasses.replace(ctx, validation=applied, val_groups=codes)
 
 
 def _requested_device(args: argparse.Namespace) -> str:
@@ -264,7 +265,7 @@ def _main(args: argparse.Namespace) -> dict:
     # Start from the previous record: an attempt that fails early must not erase what the resume guard
     # checks next time (the dataset's pixel hash).
     run = {**{k: v for k, v in previous.items() if k not in ("error", "stopped", "note")},
-           "config": cfg.name, "status": "running", "seed": cfg.seed,
+           "config": cfg.name, "status": "starting", "seed": cfg.seed,
            "overrides": [*previous.get("overrides", []), *args.overrides],
            "started": previous.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "resumed": bool(args.resume)}
@@ -273,10 +274,13 @@ def _main(args: argparse.Namespace) -> dict:
     try:
         return _run(args, cfg, out, previous, run, start)
     except BaseException as err:  # noqa: BLE001 (recorded, then raised again)
+        # A resume refused before it started (other images, settings the data cannot hold) changed nothing: the
+        # run's record stays as it was (a finished run stays finished).
+        refused = bool(args.resume) and run["status"] == "starting"
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         run.update(status=status, error=f"{type(err).__name__}: {err}",
                    stopped=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        if distributed.is_main():
+        if distributed.is_main() and not refused:
             atomic_write_json(out / "run.json", run)
         raise
 
@@ -286,27 +290,41 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     device = resolve_device(cfg.device)
     with distributed.main_first():  # rank 0 writes the synthetic data and the image cache, the others read them
         ds = _dataset(cfg, out, args, previous)
+    left = left_out(ds)
+    if distributed.is_main():
+        report_left_out(left)
     phases = PhaseStore(out, reuse=args.reuse)
     run.update({
         "git_revision": git_revision(), "device": str(device), "machine": machine_info(device),
         "packages": package_versions(),
         "dataset": {**ds.describe(), "image_size": list(cfg.data.image_size), "image_cache_key": ds.cache.key,
-                    "pixels_sha256": ds.cache.pixels_sha256},
+                    "pixels_sha256": ds.cache.pixels_sha256,
+                    "roots": recorded_roots(previous.get("dataset", {}), ds.root),
+                    "left_out": [g.to_dict() for g in left]},
         "phase_seconds": phases.seconds, "reused_phases": phases.reused, "imported_phases": phases.imported,
         "phase_keys": phases.keys, "distributed": distributed.describe(),
     })
-    if distributed.is_main():
-        atomic_write_json(out / "run.json", run)
-    ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device,
-                     tuple(ds.names))
     groups = dataset_groups(ds)  # pixel-identical copies, reported either way
     dedupe = groups if cfg.data.dedupe else None
+    # every setting against the data, before any phase: refused, or fitted (data.fit_to_data), one line each
+    cfg, fitted = settle(cfg, ds, dedupe, pinned=given_keys([*previous.get("overrides", []), *args.overrides]),
+                         copies=groups)
+    run["fitted"] = merge_adjustments([*previous.get("fitted", []), *fitted])
+    run["evaluation"] = to_dict(cfg.evaluation)  # the episodes' settings, for the reports
+    run["status"] = "running"  # the checks passed: from here on the record says what happened
+    if distributed.is_main():
+        report_fitted(fitted)
+        atomic_write_text(out / "config.resolved.toml", to_toml(cfg))
+        atomic_write_json(out / "run.json", run)
+    names = tuple(ds.names) if any(n.strip() for n in ds.names) else ()  # no text: no product-name figures
+    ctx = RunContext(cfg, out, ds.images, ds.labels, ds.cache.pixels_sha256, phases, not args.no_progress, device,
+                     names)
     ctx, tp, ep = _protocols(cfg, ds, ctx, dedupe, out, run)
     run["dataset"]["features_key"] = ctx.image_key  # what feature and text caches of this run are keyed by
-    ctx = _validation(cfg, ds, ctx, tp, groups)
-    run["validation"] = {"rule": ctx.validation.kind, "group_key": list(ctx.validation.group_key),
-                         "fallback": ctx.validation.fallback, "words": ctx.validation.describe(share=False)}
-    preflight(cfg, tp, ep)
+    applied, codes = validation_groups(cfg, ds, tp, groups)
+    ctx = dataclasses.replace(ctx, validation=applied, val_groups=codes)
+    run["validation"] = {"rule": applied.kind, "group_key": list(applied.group_key), "fallback": applied.fallback,
+                         "words": applied.describe(share=False)}
     transfer = run_transfer(ctx, tp) if tp is not None else {}
     episodic = run_episodic(ctx, ep) if ep is not None else {}
     duplicates = {**describe_duplicates(groups, ds.row_labels),
@@ -340,20 +358,25 @@ def _run(args: argparse.Namespace, cfg: BenchmarkConfig, out: Path, previous: di
     return summary
 
 
-def preflight(cfg: BenchmarkConfig, tp: TransferProtocol | None, ep: EpisodicProtocol | None) -> None:
-    """What the data must allow, checked before any training: enough evaluation classes for every way,
-    a tail to fine-tune on, background classes to hold some out for validation."""
-    if ep is not None:
-        n_eval = len(ep.evaluation)
-        too_wide = [w for w in cfg.evaluation.ways if w > n_eval]
-        if too_wide:
-            raise UserError(f"evaluation.ways={list(cfg.evaluation.ways)}: the data has {n_eval} evaluation classes "
-                            f"with >= data.min_images={cfg.data.min_images} images, fewer than {max(too_wide)}-way "
-                            "episodes need; lower the ways or data.min_images")
-        EpisodicSplit.make(cfg, ep)  # refuses a background too small to hold validation classes out
-    if tp is not None and not tp.tail:
-        raise UserError(f"no tail classes: every class with train images is among the data.n_head={cfg.data.n_head} "
-                        "head classes; lower data.n_head")
+def report_left_out(groups: list[LeftOut]) -> None:
+    """Say once what the data left out, a line per reason (run.json's ``dataset.left_out`` lists every item)."""
+    if groups:
+        tqdm.write("left out of the data (every item in run.json's dataset.left_out):")
+    for group in groups:
+        tqdm.write(f"  {group.line()}")
+
+
+def given_keys(overrides: list[str]) -> set[str]:
+    """The config keys that ``key=value`` overrides set (those ``data.fit_to_data`` never changes)."""
+    return {item.partition("=")[0].strip() for item in overrides if "=" in item}
+
+
+def report_fitted(fitted: list[dict]) -> None:
+    """Say once which settings were fitted to the data (run.json's ``fitted`` and summary.md keep them)."""
+    if fitted:
+        tqdm.write("fitted to the data (data.fit_to_data = true; run.json's fitted and summary.md say why):")
+    for f in fitted:
+        tqdm.write(f"  {change_words(f)}: {f['why']}")
 
 
 if __name__ == "__main__":

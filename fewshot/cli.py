@@ -201,6 +201,8 @@ def _summary(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         ds = open_dataset(data_dir(args.data, any_layout=True), on_bad_rows="skip" if args.skip_bad_rows else "raise")
     found = ds.recorded_corrupt()  # one up-to-date image cache, if any, for both corrupt images and copies
+    if found is not None:  # count what the benchmark uses: the images that decode
+        ds = ds.without_corrupt(found.bad)
     duplicates, groups = _duplicate_counts(ds, found)
     use = None if args.no_dedupe else groups
     settings = {"split": args.split, "split_key": args.split_key, "train_values": tuple(args.train_values),
@@ -228,7 +230,8 @@ def _summary(args: argparse.Namespace) -> int:
     if info["n_corrupt_images"] is None:
         print(f"corrupt images: {info['corrupt_images_checked']}")
     else:
-        print(f"corrupt images: {info['n_corrupt_images']} ({info['corrupt_images_checked']})")
+        print(f"corrupt images: {info['n_corrupt_images']} ({info['corrupt_images_checked']})"
+              + ("; left out of every count below" if info["n_corrupt_images"] else ""))
     if info["n_duplicate_groups"] is None:
         print(f"duplicate images: {info['duplicates_checked']}; counts below keep every copy")
     else:

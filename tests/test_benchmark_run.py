@@ -175,10 +175,15 @@ def test_resume_accepts_a_fresh_copy_of_the_same_images_and_refuses_changed_ones
     assert set(json.loads((out / "run.json").read_text())["reused_phases"]) >= {"stage1", "stage2", "eval_protonet"}
     victim = next((out / "data" / "images").iterdir())
     Image.new("RGB", (60, 80), (1, 2, 3)).save(victim)
-    with pytest.raises(UserError, match="images at .* are not those this run started with"):
-        main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
-    # the failed attempt is recorded, and the record the guard checks survives it: refused again
-    assert _run_json(out)["status"] == "failed" and "pixels_sha256" in _run_json(out)["dataset"]
+    record, config = (out / "run.json").read_bytes(), (out / "config.resolved.toml").read_bytes()
+    # named: the folder that held the run's images before the copy's (which was read last, and has changed)
+    with pytest.raises(UserError, match=f"images at {out / 'data'} are not those this run started with .*Point "
+                                        f"--data at the run's dataset \\({smoke_run / 'data'}\\)"):
+        main(get_args_parser().parse_args(["--resume", str(out), "--no-progress", "evaluation.kshot_draws=1"]))
+    # refused before it started: the finished run's record and config are as they were, so it is refused again
+    assert (out / "run.json").read_bytes() == record and (out / "config.resolved.toml").read_bytes() == config
+    assert _run_json(out)["status"] == "finished" and _run_json(out)["note"].startswith("resumed")
+    assert _run_json(out)["dataset"]["roots"] == [str(smoke_run / "data"), str(out / "data")]
     with pytest.raises(UserError, match="images at .* are not those this run started with"):
         main(get_args_parser().parse_args(["--resume", str(out), "--no-progress"]))
 
@@ -237,6 +242,9 @@ def test_resume_with_an_evaluation_override_recomputes_the_evaluations_only(smok
     ("backbone=resnet19", "backbone='resnet19' is unknown"),
     ("fusion.image_method=two_stage", "fusion.image_method='two_stage' must be an image-only feature-based"),
     ("text.encoder=bert", "text.encoder"),
+    ("weights=nope", "weights='nope' is not \"none\", \"imagenet\" or an existing checkpoint file"),
+    ("weights=imagenet", "weights=\"imagenet\": backbone 'conv4' has no ImageNet weights"),
+    ("reference_backbone=conv4", "reference_backbone='conv4' has no ImageNet weights, and centroid_imagenet"),
 ])
 def test_config_mistakes_get_one_line_and_exit_2_before_any_work(override, message, tmp_path, capsys):
     out = tmp_path / "run"
@@ -259,6 +267,30 @@ def test_a_config_too_wide_for_the_data_fails_before_training_and_says_so_in_run
 
     cfg, again, previous = _prepare(get_args_parser().parse_args(["--config", "smoke", "--out", str(out)]))
     assert again == out and previous == {}
+
+
+@pytest.mark.parametrize("config", ["cpu", str(SMOKE.parent / "synthetic.toml")])
+def test_resume_with_another_config_is_refused_before_anything_is_written(config, smoke_run, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code = run_cli(lambda argv: main(get_args_parser().parse_intermixed_args(argv)),
+                   ["--config", config, "--resume", str(out), "--no-progress"], prog="benchmarks.run")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"--config {config} with --resume {out}: the run's config is 'smoke'" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("data", ["/nonexistent", "/nonexistent/manifest.csv"])
+def test_a_dataset_that_is_not_there_is_refused_before_the_run_folder_is_made(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_cli(lambda argv: main(get_args_parser().parse_intermixed_args(argv)),
+                   ["--config", "smoke", "--data", data, "--out", str(out)], prog="benchmarks.run")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and not out.exists()
+    assert "an image folder (one subfolder of images per class), or a CSV manifest (columns path,label)" in err
+    assert "styles.csv and images/" in err
 
 
 def test_config_names_resolve_to_the_shipped_configs_and_unknown_ones_list_them():

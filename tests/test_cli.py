@@ -91,8 +91,8 @@ USER_ERRORS = [
     ("header-only styles.csv", lambda make, tmp: ["cache", "--data", str(make([]))],
      "no usable products: styles.csv has a header but no data rows"),
     ("too many head classes", lambda make, tmp: ["summary", "--data", str(make(_good_rows())), "--n-head", "5"],
-     "only 1 classes have train (even-year) images; n_head=5 needs at least that many; lower n_head "
-     "(fewshot summary --n-head"),
+     "only 1 class has train (even-year) images; n_head=5 takes 5 for the head, and a tail needs more (6 in all); "
+     "lower n_head (no n_head leaves a tail; fewshot summary --n-head"),
     ("zero --n-head", lambda make, tmp: ["summary", "--data", str(make(_good_rows())), "--n-head", "0"],
      "argument --n-head: must be >= 1, got 0"),
     ("unknown subcommand", lambda make, tmp: ["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -197,6 +197,26 @@ def test_summary_reports_corrupt_images_as_not_checked_until_a_cache_build_found
     after = _run_json(capsys, "summary", "--data", str(root), "--json", "--n-head", "1")
     assert after["n_corrupt_images"] == 3 and "40x30 image cache" in after["corrupt_images_checked"]
     assert main(["summary", "--data", str(root), "--n-head", "1"]) == 0
+    assert "corrupt images: 3 (found by the 40x30 image cache build" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("protocol", ["transfer", "episodic"])
+def test_summary_counts_leave_out_the_corrupt_images_a_cache_build_found(protocol, make_layout, capsys):
+    root = _corrupt_layout(make_layout)  # 9 rows: Shirts 1-6 (1, 4 corrupt), Jeans 7-9 (8 corrupt)
+    # grey images 2, 3, 5, 6, 7, 9 are pixel copies: kept, so that only the corrupt ones change the counts
+    options = ["--no-dedupe", *(["--n-head", "1"] if protocol == "transfer" else ["--min-images", "1"])]
+    before = _run_json(capsys, "summary", "--data", str(root), "--json", "--protocol", protocol, *options)
+    assert main(["cache", "--data", str(root), "--size", "40x30"]) == 0
+    capsys.readouterr()
+    after = _run_json(capsys, "summary", "--data", str(root), "--json", "--protocol", protocol, *options)
+    assert (before["n_images"], after["n_images"], after["n_corrupt_images"]) == (9, 6, 3)
+    if protocol == "transfer":  # Shirts: even-year train images; Jeans: odd-year test images
+        assert (before["n_head_train"], after["n_head_train"]) == (6, 4)
+        assert after["excluded"]["Jeans"] == "only in test (odd) years: 0 train, 2 test images"
+    else:
+        assert before["n_background_images"] + before["n_evaluation_images"] == 9
+        assert after["n_background_images"] + after["n_evaluation_images"] == 6
+    assert main(["summary", "--data", str(root), "--protocol", protocol, *options]) == 0
     assert "corrupt images: 3 (found by the 40x30 image cache build" in capsys.readouterr().out
 
 

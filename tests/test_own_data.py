@@ -332,7 +332,8 @@ BAD_INPUTS = [
     ("a split column the data lacks", _five_classes, ["--split", "column", "--split-key", "grp"],
      "the split column 'grp' is not in the data; its columns: label, split, text, group"),
     ("fewer classes than n_head", _five_classes, [],
-     "only 5 classes have train images; n_head=20 needs at least that many; lower n_head"),
+     "only 5 classes have train images; n_head=20 takes 20 for the head, and a tail needs more (21 in all); lower "
+     "n_head (n_head=4 leaves one tail class"),
 ]
 
 
@@ -554,10 +555,21 @@ def test_smoke_benchmark_runs_end_to_end_on_own_data(layout, own_runs):
     assert (table["group"] == "head").sum() == 20 and (table["group"] == "tail").sum() == len(COUNTS) - 20
     assert set(table.loc[table["group"] == "evaluation", "class"]) < names
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["synthetic"] is False and {"text", "fusion_gate", "two_stage"} <= set(summary["transfer"]["tail"])
+    text = {"text", "fusion_gate", "fusion_product"}
+    md = (out / "summary.md").read_text()
+    assert summary["synthetic"] is False and "two_stage" in summary["transfer"]["tail"]
+    if layout == "manifest":  # titles in its text column: the product-name branch runs, and is reported
+        assert text <= set(summary["transfer"]["tail"]) and summary["name_subsets"]
+        assert "## Test images whose product name does not contain their class name" in md
+    else:  # an image folder has no text: the methods that read it are left out, and said to be
+        assert not text & set(summary["transfer"]["tail"]) and "name_subsets" not in summary
+        assert [f["to"] for f in run["fitted"] if f["key"] == "methods"] == [[m for m in f["from"] if m not in text]
+                                                                           for f in run["fitted"]
+                                                                           if f["key"] == "methods"] != []
+        assert "product name does not contain" not in md
     assert summary["episodic"] and all(r["2w5s"]["mean"] > 0.5 for r in summary["episodic"].values())
     rule = run["dataset"]["transfer_split"]["rule"]
-    assert f"Transfer protocol: {rule};" in (out / "summary.md").read_text()
+    assert f"Transfer protocol: {rule};" in md
 
 
 def test_a_run_records_its_split_image_by_image(own_runs, image_folder, manifest):

@@ -297,7 +297,7 @@ def test_transfer_messages_name_the_rule_they_split_by():
     assert p.excluded == {"B": "only in test: 0 train, 1 test images",
                           "C": "every image's split is blank or neither a train nor a test value"}
     assert p.totals()["split_rule"] == "train = split 'train', test = split 'test'"
-    with pytest.raises(ValueError, match="only 1 classes have train images; n_head=2"):
+    with pytest.raises(ValueError, match="only 1 class has train images; n_head=2 takes 2 for the head"):
         TransferProtocol.from_assignment(articles, np.array([1, 2, 2, 0], dtype=np.int8), rule=rule, n_head=2)
 
 

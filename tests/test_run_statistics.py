@@ -156,3 +156,20 @@ def test_a_clearly_better_method_is_a_finding_and_a_tie_is_indistinguishable():
 def test_leading_adds_the_best_method_of_each_input():
     point = {"a": 0.9, "b": 0.8, "c": 0.7, "t": 0.2, "f": 0.1}
     assert leading(point, {"t": ("name",), "f": ("image", "name")}, 2) == ["a", "b", "t", "f"]
+
+
+@pytest.mark.parametrize("point", [0.5 + 1e-16, 0.8, 0.1])  # at the upper end by rounding; above it; below it
+def test_the_intervals_plot_draws_a_point_that_lies_outside_its_percentile_interval(point):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.reports.uncertainty import intervals
+    summary = {"transfer": {"tail": {"a": {"macro_top1": point, "ci": {"macro_top1": [0.3, 0.5]}},
+                                     "b": {"macro_top1": 0.4, "ci": {"macro_top1": [0.35, 0.45]}}}}}
+    fig = intervals(plt, summary, pd.DataFrame(), "t")
+    segments = fig.axes[0].collections[0].get_segments()
+    want = [[35.0, 45.0], [30.0, 50.0]] if point > 0.4 else [[30.0, 50.0], [35.0, 45.0]]  # best at the top
+    assert [s[:, 0].tolist() for s in segments] == want
+    assert fig.axes[0].collections[1].get_offsets()[:, 0].tolist() == sorted([100 * point, 40.0])
+    plt.close(fig)

@@ -102,4 +102,28 @@ def test_two_stage_cli_resume_refuses_other_settings_and_other_images(synthetic_
     last = err.strip().splitlines()[-1]  # above it: the image cache's progress bar
     assert last.startswith("baselines.two_stage: error: the images at") and "not those this run started with" in last
     assert "Traceback" not in err
+    assert f"Point --data at the run's dataset ({data})" in last  # the run's folder, not the one just passed
+    bigger = [a if a != "32x24" else "40x30" for a in fast]
+    assert _cli("--data", str(data), "--out", str(out), "--resume", *bigger) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ("the run's images are 32x24 (height x width), these 40x30: a resumed run keeps its image size. Resume at "
+            "32x24 (--size 32x24), or start a fresh run.") in last
     assert _cli("--data", str(data), "--out", str(out), "--resume", *fast) == 0  # the same run resumes
+
+
+def test_two_stage_reads_any_layout_and_reports_what_it_leaves_out_in_a_line(tmp_path, capsys):
+    import warnings
+
+    from tests.test_own_data import make_manifest
+
+    manifest = make_manifest(tmp_path / "m", (6, 5, 4), pixels=False)
+    (tmp_path / "m" / "broken.png").write_bytes(b"not a png")
+    manifest.write_text(manifest.read_text() + "broken.png,Alder,train,Acme Alder,g0\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = _cli("--data", str(manifest), "--out", str(tmp_path / "run"), "--size", "8x6", "--n-head", "3")
+    out, err = capsys.readouterr()
+    assert code == 2 and not [w for w in caught if issubclass(w.category, UserWarning)]
+    assert "left out: 1 corrupt image (cannot be decoded): broken.png" in out
+    assert err.strip().splitlines()[-1] == ("baselines.two_stage: error: no tail classes: every class with train "
+                                            "images is among the --n-head 3 head classes; lower --n-head")

@@ -10,6 +10,7 @@ al. 2019's Baseline), ``protonet_bg`` a ProtoNet trained on the same classes, fr
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,13 @@ from baselines.two_stage import StageOutput, ValSplit, train_stage1, train_stage
 from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.context import RunContext
 from benchmarks.engine.episodic_split import EpisodicSplit
+from benchmarks.engine.feasibility import ClassCounter, EpisodeNeed, Setting
 from benchmarks.registry.embeddings import Embedding, register_embedding
 from fewshot.config import to_dict
 from fewshot.data.protocols import TransferProtocol
+from fewshot.data.validation import validation_split
 from fewshot.methods import ProtoNet
-from fewshot.models.backbones import create_backbone
+from fewshot.models.backbones import create_backbone, imagenet_weights
 from fewshot.models.classifier import Classifier
 from fewshot.training.episodic import EpisodicObjective, SupervisedEpisodicValidation
 from fewshot.training.loop import fit
@@ -63,14 +66,69 @@ def train_protonet(ctx: RunContext, train_idx: np.ndarray, val_idx: np.ndarray, 
     return str(out_dir / "best.pt")
 
 
+def protonet_rows(cfg: BenchmarkConfig, labels: np.ndarray, protocol: TransferProtocol, classes: str,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) rows of a transfer-protocol ProtoNet: the head (``classes="head"``) or head + tail
+    train images, less a ``protonet.train.val_fraction`` of them held out for validation by the run's rule
+    (``groups``: its validation groups, :attr:`RunContext.val_groups`; None: stratified)."""
+    val_fraction = cfg.protonet.train.val_fraction
+    if classes == "head":
+        return validation_split(labels, val_fraction, cfg.seed, groups=groups, indices=protocol.head_train)
+    pool = np.sort(np.concatenate([protocol.head_train, protocol.tail_train]))
+    return validation_split(labels, val_fraction, cfg.seed, groups=groups, indices=pool, min_per_class=0)
+
+
+def episode_needs(cfg: BenchmarkConfig, table: str, what: str, pool: str, counter: ClassCounter,
+                  train: np.ndarray, val: np.ndarray) -> tuple[EpisodeNeed, ...]:
+    """The needs of training episodes on ``train`` and validation episodes on ``val`` (none without validation
+    rows: nothing is validated then) set by the config table ``table`` ("protonet.episodes", "meta.tasks")."""
+    e = cfg.protonet.episodes if table == "protonet.episodes" else cfg.meta.tasks
+    need = [EpisodeNeed(f"{what} training episodes", pool, counter.counts(train), Setting(f"{table}.n_way", e.n_way),
+                        Setting(f"{table}.n_shot", e.n_shot), Setting(f"{table}.n_query", e.n_query))]
+    if len(val):
+        need.append(validation_need(cfg, table, what, counter, val))
+    return tuple(need)
+
+
+def validation_need(cfg: BenchmarkConfig, table: str, what: str, counter: ClassCounter, val: np.ndarray,
+                    pool: str = "its validation images") -> EpisodeNeed:
+    e = cfg.protonet.episodes if table == "protonet.episodes" else cfg.meta.tasks
+    return EpisodeNeed(f"{what} validation episodes", pool, counter.counts(val), Setting(f"{table}.val_way", e.val_way),
+                       Setting(f"{table}.val_shot", e.val_shot), Setting(f"{table}.val_query", e.val_query))
+
+
+def _protonet_needs(classes: str) -> Callable[[BenchmarkConfig, TransferProtocol, ClassCounter],
+                                               tuple[EpisodeNeed, ...]]:
+    phase, words = {"head": ("protonet_train", "the head classes'"),
+                    "all": ("protonet_all_train", "the head and tail classes'")}[classes]
+
+    def needs(cfg: BenchmarkConfig, protocol: TransferProtocol, counter: ClassCounter) -> tuple[EpisodeNeed, ...]:
+        train, val = protonet_rows(cfg, counter.labels, protocol, classes, counter.groups)
+        pool = (f"{words} train images, less the protonet.train.val_fraction={cfg.protonet.train.val_fraction:g} held "
+                "out for validation")
+        return episode_needs(cfg, "protonet.episodes", f"ProtoNet ({phase})", pool, counter, train, val)
+
+    return needs
+
+
+def _background_needs(cfg: BenchmarkConfig, split: EpisodicSplit, counter: ClassCounter) -> tuple[EpisodeNeed, ...]:
+    return (validation_need(cfg, "protonet.episodes", "background classifier (background_train)", counter,
+                            split.val_idx, "the held-out background classes"),)
+
+
+def _protonet_bg_needs(cfg: BenchmarkConfig, split: EpisodicSplit, counter: ClassCounter) -> tuple[EpisodeNeed, ...]:
+    return episode_needs(cfg, "protonet.episodes", "ProtoNet (protonet_bg_train)",
+                         "the background training classes (the others are held out for validation)", counter,
+                         split.train_idx, split.val_idx)
+
+
 def _train_protonet_base(ctx: RunContext, protocol: TransferProtocol, start: Path | None) -> str:
-    train, val = ctx.validation_split(protocol.head_train, ctx.cfg.protonet.train.val_fraction, ctx.cfg.seed)
+    train, val = protonet_rows(ctx.cfg, ctx.labels, protocol, "head", ctx.val_groups)
     return train_protonet(ctx, train, val, start, ctx.out / "protonet", {"classes": "head"})
 
 
 def _train_protonet_all(ctx: RunContext, protocol: TransferProtocol, start: Path | None) -> str:
-    pool = np.sort(np.concatenate([protocol.head_train, protocol.tail_train]))
-    train, val = ctx.validation_split(pool, ctx.cfg.protonet.train.val_fraction, ctx.cfg.seed, min_per_class=0)
+    train, val = protonet_rows(ctx.cfg, ctx.labels, protocol, "all", ctx.val_groups)
     return train_protonet(ctx, train, val, start, ctx.out / "protonet_all", {"classes": "head+tail"})
 
 
@@ -124,8 +182,18 @@ def _supervised_init(cfg: BenchmarkConfig) -> bool:
     return cfg.protonet.init == "supervised"
 
 
+def check_reference_backbone(cfg: BenchmarkConfig) -> None:
+    """The frozen ``imagenet`` embedding needs a ``reference_backbone`` that has ImageNet weights."""
+    if imagenet_weights(cfg.reference_backbone) is None:
+        users = [m for m in cfg.methods if m in ("centroid_imagenet", "maml", "anil")]
+        raise ValueError(f"reference_backbone={cfg.reference_backbone!r} has no ImageNet weights, and "
+                         f"{', '.join(users) or 'a configured method'} scores its frozen ImageNet features; choose "
+                         "one that has (fewshot weights lists them), or leave those methods out")
+
+
 register_embedding(Embedding("imagenet", "any", "imagenet_weights", "imagenet", None,
-                             lambda c: {"backbone": c.reference_backbone, "weights": "imagenet"}))
+                             lambda c: {"backbone": c.reference_backbone, "weights": "imagenet"},
+                             checks=(check_reference_backbone,)))
 register_embedding(Embedding("stage1", "transfer", "stage1", "two_stage/stage1/best.pt", _train_stage1,
                              lambda c: {**model_inputs(c), **transfer_data(c), "train": train_inputs(c, "stage1")}))
 register_embedding(Embedding("stage2", "transfer", "stage2", "two_stage/stage2/best.pt", _train_stage2,
@@ -137,13 +205,13 @@ register_embedding(Embedding("stage2_joint", "transfer", "stage2_joint", "two_st
                                         "freeze_backbone": c.freeze_backbone}, starts_from="stage1", sees_tail=True))
 register_embedding(Embedding("protonet_base", "transfer", "protonet_train", "protonet/best.pt", _train_protonet_base,
                              lambda c: {**_protonet(c), **transfer_data(c)}, starts_from="stage1",
-                             start_if=_supervised_init))
+                             start_if=_supervised_init, needs=_protonet_needs("head")))
 register_embedding(Embedding("protonet_all", "transfer", "protonet_all_train", "protonet_all/best.pt",
                              _train_protonet_all, lambda c: {**_protonet(c), **transfer_data(c)}, starts_from="stage1",
-                             start_if=_supervised_init, sees_tail=True))
+                             start_if=_supervised_init, sees_tail=True, needs=_protonet_needs("all")))
 register_embedding(Embedding("background", "episodic", "background_train", "background/best.pt", _train_background,
                              lambda c: {**model_inputs(c), **episodic_data(c), "train": train_inputs(c, "background"),
-                                        "episodes": to_dict(c.protonet.episodes)}))
+                                        "episodes": to_dict(c.protonet.episodes)}, needs=_background_needs))
 register_embedding(Embedding("protonet_bg", "episodic", "protonet_bg_train", "protonet_bg/best.pt",
                              _train_protonet_bg, lambda c: {**_protonet(c), **episodic_data(c)},
-                             starts_from="background", start_if=_supervised_init))
+                             starts_from="background", start_if=_supervised_init, needs=_protonet_bg_needs))

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.builtin.embeddings import episodic_data, train_inputs
+from benchmarks.builtin.embeddings import episode_needs, episodic_data, train_inputs
 from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.context import RunContext
 from benchmarks.engine.episodic_split import EpisodicSplit
+from benchmarks.engine.feasibility import ClassCounter, EpisodeNeed
 from benchmarks.registry.embeddings import Embedding, register_embedding
 from fewshot.config import to_dict
 from fewshot.methods import FewShotClassifier
@@ -114,8 +115,18 @@ def _trainer(algorithm: str) -> Callable[[RunContext, EpisodicSplit, "Path | Non
     return train
 
 
+def _needs(algorithm: str) -> Callable[[BenchmarkConfig, EpisodicSplit, ClassCounter], tuple[EpisodeNeed, ...]]:
+    """meta.tasks on the background training classes, validated on the held-out ones (as :func:`train_meta`)."""
+    def needs(cfg: BenchmarkConfig, split: EpisodicSplit, counter: ClassCounter) -> tuple[EpisodeNeed, ...]:
+        return episode_needs(cfg, "meta.tasks", f"{algorithm.upper()} ({algorithm}_train)",
+                             "the background training classes (the others are held out for validation)", counter,
+                             split.train_idx, split.val_idx)
+
+    return needs
+
+
 # Meta-learned on frozen ImageNet features: the checkpoint holds the meta-learner, not a backbone.
 for _algorithm in ALGORITHMS:
     register_embedding(Embedding(f"{_algorithm}_bg", "episodic", f"{_algorithm}_train", f"{_algorithm}/best.pt",
                                  _trainer(_algorithm), _meta_inputs(_algorithm), features_from="imagenet",
-                                 load_model=load_meta(_algorithm), per_seed=True))
+                                 load_model=load_meta(_algorithm), per_seed=True, needs=_needs(_algorithm)))

@@ -12,8 +12,7 @@ import torch
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.phases import PhaseStore, phase_key
-from fewshot.data.split import stratified_split
-from fewshot.data.validation import ValidationRule, group_split
+from fewshot.data.validation import ValidationRule, validation_split
 from fewshot.images.features import cached_features
 
 
@@ -76,10 +75,8 @@ class RunContext:
                          min_per_class: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(train, val) dataset indices of ``indices`` by the run's validation rule (stratified: exactly
         :func:`fewshot.data.split.stratified_split`)."""
-        if self.val_groups is None:
-            return stratified_split(self.labels, fraction, seed, indices=indices, min_per_class=min_per_class)
-        return group_split(self.labels, self.val_groups, fraction, seed, indices=indices, min_per_class=min_per_class,
-                           linked=self.val_groups)
+        return validation_split(self.labels, fraction, seed, groups=self.val_groups, indices=indices,
+                                min_per_class=min_per_class)
 
     def phase_key(self, name: str, inputs: Mapping[str, Any], upstream: Sequence[str] = (), code: str = "") -> str:
         """A phase's key: its inputs and code plus what every phase depends on, the pixels. Not the device: a

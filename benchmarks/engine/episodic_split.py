@@ -27,7 +27,7 @@ class EpisodicSplit:
         """A ``val_classes`` fraction of the background classes is held out whole, at least enough for
         one validation episode's way."""
         names = protocol.background
-        n_val = max(cfg.protonet.episodes.val_way, round(cfg.val_classes * len(names)))
+        n_val = held_out_classes(cfg, len(names))
         if n_val >= len(names):
             raise UserError(f"only {len(names)} background classes: cannot hold out {n_val} for validation; "
                             "lower val_classes or protonet.episodes.val_way")
@@ -37,3 +37,9 @@ class EpisodicSplit:
         val = tuple(c for i, c in enumerate(names) if i in held)
         return cls(protocol, train, val, np.flatnonzero(np.isin(protocol.articles, train)),
                    np.flatnonzero(np.isin(protocol.articles, val)))
+
+
+def held_out_classes(cfg: BenchmarkConfig, n_background: int) -> int:
+    """How many of ``n_background`` background classes :meth:`EpisodicSplit.make` holds out for validation: a
+    ``val_classes`` fraction, at least one validation episode's way (``protonet.episodes.val_way``)."""
+    return max(cfg.protonet.episodes.val_way, round(cfg.val_classes * n_background))

@@ -20,6 +20,7 @@ import torch
 from benchmarks.config import BenchmarkConfig
 from benchmarks.engine.codekey import code_digest
 from benchmarks.engine.context import RunContext
+from benchmarks.engine.feasibility import ClassCounter, EpisodeNeed
 from fewshot.data.protocols import TransferProtocol
 
 # (ctx, the protocol's data, the checkpoint of the embedding it starts from or None) -> phase result
@@ -56,6 +57,9 @@ class Embedding:
     features_from: another embedding whose features it is scored on (a meta-learner on frozen ImageNet
         features), with ``load_model(cfg, checkpoint)`` giving what the method's classifier takes as ``model=``.
     checks: config checks (each raises ValueError with one line) run when a run that uses it starts.
+    needs: what its phase's episode samplers need of the data, ``needs(cfg, data, counter)`` (``data``: what
+        ``train`` gets; ``counter``: item counts per class of dataset rows), from the rows its trainer uses:
+        checked (or fitted, ``data.fit_to_data``) before any phase runs (:mod:`benchmarks.protocols.feasibility`).
     code: more objects whose source keys its phase besides ``train`` (see :mod:`benchmarks.engine.codekey`).
     per_seed: cheap enough to train again for each seed of ``cfg.seeds`` (a meta-learner on cached features);
         a trained backbone is trained once unless ``cfg.seed_backbones``.
@@ -75,6 +79,7 @@ class Embedding:
     features_from: str | None = None
     load_model: Callable[[BenchmarkConfig, Path], Any] | None = None
     checks: tuple[Callable[[BenchmarkConfig], None], ...] = ()
+    needs: Callable[[BenchmarkConfig, Any, ClassCounter], tuple[EpisodeNeed, ...]] | None = None
     code: tuple[Any, ...] = field(default=())
     per_seed: bool = False
 
@@ -186,6 +191,14 @@ def train_embeddings(ctx: RunContext, protocol_name: str, data: Any, wanted: Seq
     for name in sorted(set(wanted), key=order.index):
         ensure(name)
     return results
+
+
+def embedding_chain(cfg: BenchmarkConfig, name: str) -> tuple[str, ...]:
+    """``name`` and every embedding its phase needs first in ``cfg`` (the one it starts from, the one whose
+    features it is scored on, and theirs), nearest first."""
+    emb = get_embedding(name)
+    parents = [p for p in (emb.upstream(cfg), emb.features_from) if p is not None]
+    return tuple(dict.fromkeys([name, *(e for p in parents for e in embedding_chain(cfg, p))]))
 
 
 def transfer_parts(ctx: RunContext, protocol: TransferProtocol, emb: Embedding) -> dict[str, torch.Tensor]:

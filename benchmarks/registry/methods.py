@@ -205,7 +205,10 @@ def resolve_config(cfg: BenchmarkConfig, where: str = "config") -> BenchmarkConf
 
 
 def configured_methods(cfg: BenchmarkConfig, protocol: str) -> list[BenchmarkMethod]:
-    """The configured methods that run in ``protocol``, in the registry's order."""
+    """The configured methods that run in ``protocol``, in the registry's order (none when ``cfg.protocols``
+    leaves it out)."""
+    if protocol not in cfg.protocols:
+        return []
     return [m for n, m in _REGISTRY.items() if n in cfg.methods and m.embedding(protocol)]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.reports.data_notes import data_lines, is_kaggle_catalogue
 from benchmarks.reports.statistics import statistics_markdown, with_statistics
 from fewshot.data.protocols import TRANSFER_GROUPS, EpisodicProtocol, TransferProtocol
 from fewshot.evaluation import BUCKETS, assign_buckets
@@ -160,16 +161,20 @@ def summary_markdown(summary: dict, run: dict, per_class: pd.DataFrame) -> str:
               "frequent classes in train, tail = the other classes with train images; all = head + tail, scored "
               "by one classifier over every class. Macro = mean over classes with test images; micro = over "
               "test images.", ""]
+    lines += data_lines(summary, run)  # the episodic classes and validation rule, settings fitted, items left out
     lines += _duplicates_line(summary.get("duplicates"))
-    if summary.get("validation"):
-        lines += [f"Every choice made on validation images (carved from train) holds out: "
-                  f"{summary['validation']['words']}.", ""]
+    # the seed's and the published figures belong to the Kaggle catalogue and its protocols only
+    kaggle = is_kaggle_catalogue(run)
     for group in TRANSFER_GROUPS:
-        lines += _transfer_table(group, summary["transfer"].get(group, {}), per_class)
+        lines += _transfer_table(group, summary["transfer"].get(group, {}), per_class,
+                                 reference=kaggle and _n_head(per_class) == 20)
     lines += statistics_markdown(summary.get("statistics", {}))
-    lines += _subsets_table(summary.get("name_subsets", {}), summary["transfer"])
+    if run.get("dataset", {}).get("n_with_text", 1):  # no product name in the data: no section on them
+        lines += _subsets_table(summary.get("name_subsets", {}), summary["transfer"])
     lines += _choices_table(summary.get("choices", {}))
-    lines += _shots_table(summary["shots"], summary.get("shots_kind", {})) + _episodic_table(summary["episodic"]) + _worst_classes(per_class)
+    n_query = run.get("evaluation", {}).get("n_query", 15)  # run.json records it since issue 26; 15 before
+    lines += _shots_table(summary["shots"], summary.get("shots_kind", {})) + \
+        _episodic_table(summary["episodic"], n_query, reference=kaggle) + _worst_classes(per_class)
     lines += ["## Phases", "", "| phase | seconds | reused |", "|---|---:|---|"]
     for name, seconds in run["phase_seconds"].items():
         how = "from " + run["imported_phases"][name] if name in run.get("imported_phases", {}) else "yes"
@@ -211,7 +216,7 @@ def _seed_cell(r: dict) -> str:
     return f"{_pct(min(values))}–{_pct(max(values))} ({len(values)})" if len(values) > 1 else "–"
 
 
-def _transfer_table(group: str, results: dict, per_class: pd.DataFrame, references: bool = True) -> list[str]:
+def _transfer_table(group: str, results: dict, per_class: pd.DataFrame, reference: bool = True) -> list[str]:
     if not results:
         return []
     rows = per_class[per_class["group"] == group]
@@ -236,7 +241,7 @@ def _transfer_table(group: str, results: dict, per_class: pd.DataFrame, referenc
         row += " " + " | ".join(_with_ci(r.get("buckets", {}).get(b), (ci.get("buckets") or {}).get(b))
                                 for b in BUCKETS) + " |"
         lines.append(row + (f" {_seed_cell(r)} |" if seeded else ""))
-    if group in SEED_REFERENCE and references:
+    if group in SEED_REFERENCE and reference:
         ref = SEED_REFERENCE[group]
         pad = " – | – | – |" + (" – |" if seeded else "")
         lines += [f"| seed, as published | {_pct(ref['published'][0])} | {_pct(ref['published'][1])} | – | – |{pad}",
@@ -318,7 +323,7 @@ def _shots_table(shots: dict, kinds: dict) -> list[str]:
                     "image, so the curve only shows how many prototypes the head needs.", ""]
 
 
-def _episodic_table(episodic: dict) -> list[str]:
+def _episodic_table(episodic: dict, n_query: int = 15, reference: bool = True) -> list[str]:
     if not episodic:
         return []
     settings = list(next(iter(episodic.values())))
@@ -327,11 +332,12 @@ def _episodic_table(episodic: dict) -> list[str]:
     for method, row in episodic.items():
         lines.append(f"| {method} | " + " | ".join(
             f"{_pct(row[s]['mean'])} ± {_pct(row[s]['ci95'])}" for s in settings) + " |")
-    lines.append("| best published (Conv4 ProtoNet) | " + " | ".join(
-        f"{PUBLISHED_EPISODIC[s]:.1f}" if s in PUBLISHED_EPISODIC else "–" for s in settings) + " |")
+    if reference:
+        lines.append("| best published (Conv4 ProtoNet) | " + " | ".join(
+            f"{PUBLISHED_EPISODIC[s]:.1f}" if s in PUBLISHED_EPISODIC else "–" for s in settings) + " |")
     n_eps = next(iter(next(iter(episodic.values())).values()))["n_episodes"]
-    return lines + ["", f"Mean accuracy ± 95% confidence interval over {n_eps} seeded episodes (15 queries per "
-                        "class).", ""]
+    return lines + ["", f"Mean accuracy ± 95% confidence interval over {n_eps} seeded episodes ({n_query} "
+                        f"{'query' if n_query == 1 else 'queries'} per class).", ""]
 
 
 def _worst_classes(per_class: pd.DataFrame, n: int = 5, min_test: int = 5) -> list[str]:

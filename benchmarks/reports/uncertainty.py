@@ -33,8 +33,10 @@ def intervals(plt, summary: dict, per_class: pd.DataFrame, title: str):
         y = np.arange(len(rows))
         point = np.array([100 * r["macro_top1"] for _, r in rows])
         ci = np.array([[100 * v for v in r["ci"]["macro_top1"]] for _, r in rows])
-        ax.errorbar(point, y, xerr=[point - ci[:, 0], ci[:, 1] - point], fmt="o", color="C0", capsize=3,
-                    label="seed's figure, 95% bootstrap interval")
+        # the interval as a segment, not errorbar's offsets: a percentile interval need not hold its point (a
+        # skewed bootstrap, or rounding when every resample agrees), and negative offsets make errorbar raise
+        ax.hlines(y, ci[:, 0], ci[:, 1], color="C0", linewidth=1.5, label="95% bootstrap interval")
+        ax.scatter(point, y, color="C0", s=22, zorder=3, label="seed's figure")
         for i, (_, r) in enumerate(rows):
             seeds = list((r.get("seeds") or {}).get("macro_top1", {}).values())
             if len(seeds) > 1:

@@ -57,6 +57,7 @@ class Catalog(Dataset, ABC):
         bad_rows: malformed rows left out (``on_bad_rows="skip"``), as :class:`fewshot.data.styles.BadRow`.
         missing: rows whose image file does not exist (reported, excluded), with the table's columns.
         corrupt: images that could not be decoded, id -> reason (known once the cache is built).
+        corrupt_rows: their rows of the table, left out (:meth:`without_corrupt`).
         images: uint8 [N, H, W, 3] when served from the cache, else None.
         synthetic: True when the data was written by ``fewshot synth`` (a ``SYNTHETIC`` marker file).
     """
@@ -78,6 +79,7 @@ class Catalog(Dataset, ABC):
     def _start(self, root: Path, base: Path, transform: Callable[[Any], Any] | None) -> None:
         self.root, self.base, self.transform = Path(root), Path(base), transform
         self.corrupt = {}
+        self.corrupt_rows = pd.DataFrame()
         self.images = None
         marker_dir = self.root if self.root.is_dir() else self.root.parent
         self.synthetic = (marker_dir / SYNTHETIC_MARKER).exists()
@@ -132,30 +134,40 @@ class Catalog(Dataset, ABC):
         cache_root: str | os.PathLike | None = None,
         strict: bool = False,
         progress: bool = True,
+        warn: bool = True,
     ) -> Catalog:
         """A copy served from the decoded-image cache at ``size`` (H, W), built on first use.
 
-        Images that cannot be decoded are left out (listed in ``corrupt`` with a warning), or raise
+        Images that cannot be decoded are left out (listed in ``corrupt``, their rows in ``corrupt_rows``, with
+        a warning unless ``warn`` is False: a caller that reports them itself), or raise
         :class:`fewshot.data.cache.CorruptImageError` when ``strict``. Class indices may shift if a class
         loses all its images; compare ``classes`` lists, not label numbers, across the two objects.
         """
         c = image_cache.load_or_build(self.root, self.ids, size=size, cache_root=cache_root, strict=strict,
                                       progress=progress, files=self._image_files())
-        keep = np.isin(self.ids, c.ids)
-        out = object.__new__(type(self))
-        out.__dict__.update(self.__dict__)
-        out._set_rows(self.table[keep].reset_index(drop=True))
-        if not np.array_equal(out.ids, c.ids):
-            raise RuntimeError(f"{c.path}: cache ids are out of order with the catalogue; delete the folder")
-        out.corrupt = dict(c.bad)
-        out.images = c.images
-        out.cache = c
         if not len(c.ids):
             raise EmptyDatasetError(f"{self.root}: no usable {self.items}: all {len(c.bad)} image(s) are corrupt "
                                     f"(e.g. {next(iter(c.bad.values()))})")
-        if c.bad:
+        out = self.without_corrupt(c.bad)
+        if not np.array_equal(out.ids, c.ids):
+            raise RuntimeError(f"{c.path}: cache ids are out of order with the catalogue; delete the folder")
+        out.images = c.images
+        out.cache = c
+        if c.bad and warn:
             warnings.warn(f"{self.root}: {len(c.bad)} image(s) could not be decoded and are excluded: "
                           + "; ".join(f"id {k}: {v}" for k, v in list(c.bad.items())[:5]), stacklevel=2)
+        return out
+
+    def without_corrupt(self, bad: dict[int, str]) -> Catalog:
+        """A copy without the rows whose image is corrupt (``bad``: id -> reason, as an image cache build found
+        them; ids not in the table are ignored): its counts are those of the images the benchmark can use.
+        ``corrupt`` holds ``bad``'s entries for these rows, ``corrupt_rows`` the rows left out."""
+        keep = ~np.isin(self.ids, np.fromiter(bad, dtype=np.int64, count=len(bad)))
+        out = object.__new__(type(self))
+        out.__dict__.update(self.__dict__)
+        out._set_rows(self.table[keep].reset_index(drop=True))
+        out.corrupt_rows = self.table[~keep].reset_index(drop=True)
+        out.corrupt = {int(i): bad[int(i)] for i in out.corrupt_rows["id"].tolist()}
         return out
 
     def __len__(self) -> int:

@@ -130,7 +130,8 @@ def _parse(path: Path, data: bytes, on_bad_rows: str) -> tuple[list[str], list[l
             if on_bad_rows == "raise":
                 raise ManifestFormatError(f"{path}, line {line}: {reason}: {shown[:120]!r}. Fix the row, or "
                                           f"{SKIP_BAD_ROWS_HINT} to leave malformed rows out (they are then reported)")
-            bad.append(BadRow(line, reason, shown))
+            label = fields[col["label"]].strip() if len(fields) == len(header) else ""
+            bad.append(BadRow(line, reason, shown, label))
             continue
         first_line[os.path.normpath(fields[col["path"]].strip())] = line
         records.append([f.strip() for f in fields])

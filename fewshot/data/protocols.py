@@ -160,9 +160,11 @@ class TransferProtocol:
         counts.index.name = "class"
         ranked = sorted(counts.index[counts["n_train"] > 0], key=lambda c: (-counts.at[c, "n_train"], c))
         if len(ranked) < n_head:
-            raise UserError(f"only {len(ranked)} classes have train {rule.train_words()}images; n_head={n_head} "
-                            "needs at least that many; lower n_head (fewshot summary --n-head; benchmark "
-                            "config: data.n_head)")
+            fix = f"n_head={len(ranked) - 1} leaves one tail class" if len(ranked) > 1 else "no n_head leaves a tail"
+            have = f"{len(ranked)} class has" if len(ranked) == 1 else f"{len(ranked)} classes have"
+            raise UserError(f"only {have} train {rule.train_words()}images; n_head={n_head} takes "
+                            f"{n_head} for the head, and a tail needs more ({n_head + 1} in all); lower n_head "
+                            f"({fix}; fewshot summary --n-head; benchmark config: data.n_head)")
         head = tuple(ranked[:n_head])
         tail = tuple(sorted(c for c in ranked[n_head:] if counts.at[c, "n_train"] >= min_train))
         excluded: dict[str, str] = {}

@@ -40,6 +40,7 @@ class BadRow:
     line: int  # 1-based line number in the file; the header is line 1
     reason: str
     text: str
+    label: str = ""  # its class, when the row names one ("" when it cannot be told)
 
 
 def read_styles(

@@ -22,14 +22,16 @@ if TYPE_CHECKING:  # only for the annotation: the split itself needs no pandas
 
 def validation_split(labels: Sequence[int] | np.ndarray, fraction: float, seed: int, *,
                      groups: Sequence[int] | np.ndarray | None = None,
+                     indices: Sequence[int] | np.ndarray | None = None,
                      min_per_class: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) positions of ``labels``: :func:`stratified_split` without ``groups``; with them (int codes
-    aligned with ``labels``) :func:`group_split`, every code a constraint: the items sharing one stay on one
-    side, across classes too (:meth:`ValidationRule.row_groups` makes such codes). What a classifier that
-    chooses its settings on a validation split of its support calls (``fit(..., groups=...)``)."""
+    """(train, val) of ``labels``' positions (or of the dataset rows ``indices``, as :func:`stratified_split`
+    returns them): :func:`stratified_split` without ``groups``; with them (int codes aligned with ``labels``)
+    :func:`group_split`, every code a constraint: the items sharing one stay on one side, across classes too
+    (:meth:`ValidationRule.row_groups` makes such codes). What a classifier that chooses its settings on a
+    validation split of its support calls (``fit(..., groups=...)``), and a trainer's split of its rows."""
     if groups is None:
-        return stratified_split(labels, fraction, seed, min_per_class=min_per_class)
-    return group_split(labels, groups, fraction, seed, min_per_class=min_per_class, linked=groups)
+        return stratified_split(labels, fraction, seed, indices=indices, min_per_class=min_per_class)
+    return group_split(labels, groups, fraction, seed, indices=indices, min_per_class=min_per_class, linked=groups)
 
 
 def connected_groups(keys: Sequence[np.ndarray], n: int) -> np.ndarray:

@@ -221,6 +221,20 @@ for _variant in efficientnet_lite.VARIANTS:
 del _name, _variant
 
 
+def check_weights(name: str, weights: str | os.PathLike | None, key: str = "weights") -> None:
+    """Refuse, with one line (``ValueError``), ``weights`` that :func:`create_backbone` could not load for
+    backbone ``name``: neither "none", "imagenet" nor an existing file, or "imagenet" for a backbone that has
+    none. Reads no weights (what "imagenet" needs offline: ``fewshot weights``)."""
+    if weights is None or weights == "none":
+        return
+    if weights == "imagenet" and name not in _IMAGENET:
+        have = ", ".join(sorted(_IMAGENET))
+        raise ValueError(f"{key}=\"imagenet\": backbone {name!r} has no ImageNet weights (these have: {have}); "
+                         f"set {key} = \"none\" to train it from scratch, or choose one of them")
+    if weights != "imagenet" and not Path(weights).is_file():
+        raise ValueError(f"{key}={str(weights)!r} is not \"none\", \"imagenet\" or an existing checkpoint file")
+
+
 def create_backbone(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0) -> nn.Module:
     """The backbone ``name`` with ``out_dim``; random init drawn from ``seed``, then ``weights`` loaded:
     None/"none", "imagenet", or a checkpoint path.

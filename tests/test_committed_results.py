@@ -99,3 +99,29 @@ def test_committed_methods_are_in_the_groups_their_run_declares(run: str):
     for name, declared in summary["methods"].items():
         expected = set(declared["groups"]) | ({"episodic"} if declared.get("episodic") else set())
         assert found.get(name, set()) == expected, name
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_committed_predictions_recompute_every_transfer_figure_interval_and_test(run: str):
+    """A run that kept per-image predictions: each transfer figure of its summary.json is recomputed exactly from
+    predictions.npz, each has its 95% interval holding it, and the statistics are those of the folder alone."""
+    import benchmarks.builtin  # noqa: F401  (the registry the statistics' config reader needs)
+    from benchmarks.reports.predictions import FILE, read
+    from benchmarks.reports.statistics import statistics_of_run
+
+    folder = RESULTS / run
+    if not (folder / FILE).is_file():
+        pytest.skip(f"{run} predates per-image predictions")
+    summary, _, _, _ = load(run)
+    predictions = read(folder / FILE)
+    for group in GROUPS:
+        for method, row in summary["transfer"][group].items():
+            result = predictions[group].result(method).summary()
+            assert result == {k: row[k] for k in result}, (group, method)
+            for metric in ("macro_top1", "macro_top5", "micro_top1", "micro_top5"):
+                low, high = row["ci"][metric]
+                assert low <= row[metric] <= high, (group, method, metric)
+    again = statistics_of_run(folder)
+    assert {g: {k: v for k, v in st.items() if k != "intervals"} for g, st in again.items()} == summary["statistics"]
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 20e6, f"{run}: {size / 1e6:.1f} MB"

@@ -53,9 +53,29 @@ def test_differences_table_says_what_each_paired_interval_supports():
 
 def test_episodic_table_sorts_by_5way_1shot_and_ends_with_the_published_figures():
     lines = rr.episodic_table(MAIN, SCRATCH).splitlines()
-    assert lines[2] == "| `maml` | 75.4 ± 0.8 | – / – |"
-    assert lines[3] == "| `protonet` | 71.6 ± 0.8 | 77.3 / – |"
-    assert lines[-1] == "| best published (Conv4 ProtoNet, 80x60, from scratch) | 78.8 | – |"
+    assert lines[0].count("|") == lines[1].count("|") == lines[-1].count("|")
+    assert lines[2] == "| `maml` | 75.4 ± 0.8 | – / – | – / – |"
+    assert lines[3] == "| `protonet` | 71.6 ± 0.8 | – / – | 77.3 / – |"
+    assert lines[-1] == "| best published (Conv4 ProtoNet, 80x60, from scratch) | 78.8 | – | – |"
+
+
+def test_episodic_table_gives_the_lowest_and_highest_mean_over_seeds():
+    main = {"episodic": {"maml": {"5w1s": {"mean": 0.754, "ci95": 0.008, "seeds": {"0": 0.754, "1": 0.733, "2": 0.753}},
+                                  "5w5s": {"mean": 0.828, "ci95": 0.006, "seeds": {"0": 0.828}}}}}
+    line = rr.episodic_table(main, {}).splitlines()[2]
+    assert line == "| `maml` | 75.4 ± 0.8 | 82.8 ± 0.6 | 73.3–75.4 / – | – / – |"
+
+
+def test_validation_table_sets_each_chosen_setting_against_its_test_figure():
+    row = {**_row(0.464), "ci": {"macro_top1": [0.443, 0.481]}}
+    main = {"transfer": {"tail": {"tau_norm": row, "fusion_product": _row(0.812), "two_stage": _row(0.424)}},
+            "methods": {"tau_norm": {"inputs": ["image"]}, "two_stage": {"inputs": ["image"]},
+                        "fusion_product": {"inputs": ["image", "name"]}},
+            "choices": {"tau_norm": {"tail": {"val_macro_top1": 0.556}},
+                        "fusion_product": {"tail": {"val_macro_top1": {"gate": 0.879, "product": 0.898}}}}}
+    lines = rr.tables(main, {})["validation-vs-test"].splitlines()
+    assert lines[2:] == ["| tail | `tau_norm` | 55.6 | 46.4 [44.3, 48.1] | +9.2 |",  # two_stage chose nothing
+                         "| tail | `fusion_product` | 89.8 | 81.2 | +8.6 |"]
 
 
 def test_update_rewrites_only_the_marked_blocks_and_check_reports_stale_ones(tmp_path, monkeypatch, capsys):

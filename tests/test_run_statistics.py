@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import benchmarks.builtin  # noqa: F401  (registers the built-in methods get_method reads)
 from benchmarks.config import StatisticsConfig
 from benchmarks.registry.methods import get_method
 from benchmarks.reports import compare

@@ -7,6 +7,8 @@ Each table sits in README.md between ``<!-- results:NAME -->`` and ``<!-- /resul
 ``benchmarks/results/cpu/summary.json`` (the main run) and ``benchmarks/results/cpu-scratch/summary.json``
 (its from-scratch counterpart, one column), with the seed's and the best published figures beside them.
 Rows are sorted by macro top-1 within each input (image, then product name): the answer reads top down.
+Beside them: each group's paired differences (``differences-<group>``, from summary.json's ``statistics``) and
+validation against test macro top-1 of every method that chose settings on validation (``validation-vs-test``).
 The ``scratch-vs-pretrained`` block is ``python -m benchmarks.reports.compare benchmarks/results/cpu-scratch
 benchmarks/results/cpu --common --metrics macro_top1 macro_top5``, with ``####`` headings.
 """
@@ -64,6 +66,12 @@ def seeds_cell(row: dict) -> str:
     return f"{pct(min(values))}–{pct(max(values))}" if len(values) > 1 else "–"
 
 
+def episodic_seeds(row: dict) -> str:
+    """The lowest and highest mean accuracy of an episodic setting over the run's seeds, "73.3–75.4", or "–"."""
+    values = list((row.get("seeds") or {}).values())
+    return f"{pct(min(values))}–{pct(max(values))}" if len(values) > 1 else "–"
+
+
 def transfer_table(group: str, main: dict, scratch: dict) -> str:
     rows = main["transfer"][group]
     other = scratch.get("transfer", {}).get(group, {})
@@ -90,15 +98,16 @@ def transfer_table(group: str, main: dict, scratch: dict) -> str:
 def episodic_table(main: dict, scratch: dict) -> str:
     rows = main["episodic"]
     settings = [s for s in EPISODIC_SETTINGS if any(s in r for r in rows.values())]
-    lines = ["| method | " + " | ".join(settings) + " | from scratch 5w1s / 5w5s |",
-             "|---|" + "---:|" * (len(settings) + 1)]
+    lines = ["| method | " + " | ".join(settings) + " | 5w1s / 5w5s over seeds | from scratch 5w1s / 5w5s |",
+             "|---|" + "---:|" * (len(settings) + 2)]
     for m in sorted(rows, key=lambda m: (-rows[m].get("5w1s", {}).get("mean", 0), m)):
         cells = [f"{pct(rows[m][s]['mean'])} ± {pct(rows[m][s]['ci95'])}" if s in rows[m] else "–" for s in settings]
         other = scratch.get("episodic", {}).get(m, {})
         lines.append(f"| `{m}` | " + " | ".join(cells)
+                     + f" | {episodic_seeds(rows[m].get('5w1s', {}))} / {episodic_seeds(rows[m].get('5w5s', {}))}"
                      + f" | {pct(other.get('5w1s', {}).get('mean'))} / {pct(other.get('5w5s', {}).get('mean'))} |")
     published = [f"{PUBLISHED_EPISODIC[s]:.1f}" if s in PUBLISHED_EPISODIC else "–" for s in settings]
-    lines.append("| best published (Conv4 ProtoNet, 80x60, from scratch) | " + " | ".join(published) + " | – |")
+    lines.append("| best published (Conv4 ProtoNet, 80x60, from scratch) | " + " | ".join(published) + " | – | – |")
     return "\n".join(lines)
 
 
@@ -114,12 +123,39 @@ def differences_table(group: str, main: dict) -> str:
     return "\n".join(lines)
 
 
+def validation_figure(method: str, choice: dict) -> float | None:
+    """The validation macro top-1 of the setting ``method`` chose, from summary.json's ``choices``. The fusion
+    phase records every rule's figure under the rule's name, and its methods are ``fusion_<rule>``
+    (benchmarks/builtin/fusion.py)."""
+    value = choice.get("val_macro_top1")
+    return value.get(method.removeprefix("fusion_")) if isinstance(value, dict) else value
+
+
+def validation_table(main: dict) -> str:
+    """Validation against test macro top-1 of every method that chose its settings on validation images, per
+    group: how far the run's validation rule flatters the test it stands in for."""
+    lines = ["| group | method | validation macro top-1 | test macro top-1 [95%] | validation − test |",
+             "|---|---|---:|---:|---:|"]
+    for group in ("tail", "head", "all"):
+        rows = main.get("transfer", {}).get(group, {})
+        for method in _order(rows, main):
+            val = validation_figure(method, main.get("choices", {}).get(method, {}).get(group, {}))
+            if val is not None:
+                test = rows[method]["macro_top1"]
+                lines.append(f"| {group} | `{method}` | {pct(val)} | {with_ci(rows[method], 'macro_top1')} | "
+                             f"{100 * (val - test):+.1f} |")
+    return "\n".join(lines)
+
+
 def tables(main: dict, scratch: dict) -> dict[str, str]:
     """{block name: Markdown table} for every group the main run reports."""
     out = {f"transfer-{g}": transfer_table(g, main, scratch) for g in ("tail", "head", "all")
            if main.get("transfer", {}).get(g)}
     out.update({f"differences-{g}": differences_table(g, main) for g in ("tail", "head", "all")
                 if main.get("statistics", {}).get(g, {}).get("comparisons")})
+    if any(validation_figure(m, c) is not None for m, groups in main.get("choices", {}).items()
+           for c in groups.values() if isinstance(c, dict)):
+        out["validation-vs-test"] = validation_table(main)
     if main.get("episodic"):
         out["episodic"] = episodic_table(main, scratch)
     rows = compare.common_rows(compare.compare_rows(scratch, main))

@@ -35,15 +35,7 @@ def group_statistics(g: GroupPredictions, settings: StatisticsConfig, seed: int,
     [{"a", "b", "metric", "diff", "ci", "excludes_zero", "why"}], "ranking": {...} | None, "n_resamples",
     "level", "seed"} of one group. ``inputs``: what each method reads (for the leaders of each input)."""
     methods = list(g.top)
-    targets = g.targets.astype(np.int64)
-    n_classes = len(g.classes)
-    ks = (1, min(5, n_classes))
-    hits = np.concatenate([topk_hits_from_top(g.top[m], targets, ks) for m in methods], axis=1)
-    buckets = assign_buckets(g.n_train)
-    subsets = {b: np.asarray(buckets) == b for b in BUCKETS if b in buckets}
-    draws = bootstrap_accuracy(hits, targets, n_classes, n_resamples=settings.n_resamples, seed=seed,
-                               class_subsets=subsets)
-    column = {(m, k): 2 * i + j for i, m in enumerate(methods) for j, k in enumerate(("top1", "top5"))}
+    draws, column, subsets = resample(g, settings, seed)
 
     def interval(figure: str, m: str, k: str) -> list[float | None]:
         low, high = draws.interval(figure, settings.level)
@@ -60,18 +52,43 @@ def group_statistics(g: GroupPredictions, settings: StatisticsConfig, seed: int,
     leaders = leading(point, inputs, settings.leaders)
     pairs += [(a, b, "leaders") for a, b in combinations(leaders, 2)
               if not any({a, b} == {x, y} for x, y, _ in pairs)]
-    comparisons = []
+    comparisons = compare_pairs(draws, column, pairs, settings.level)
+    return {"n_resamples": settings.n_resamples, "level": settings.level, "seed": seed, "intervals": intervals,
+            "reference": reference if reference in methods else None, "leaders": leaders,
+            "comparisons": comparisons, "ranking": _ranking(g, methods)}
+
+
+def resample(g: GroupPredictions, settings: StatisticsConfig, seed: int) -> tuple[Any, dict[tuple[str, str], int],
+                                                                                  dict[str, np.ndarray]]:
+    """(the bootstrap draws of every method's top-1 and top-5 hits, {(method, "top1" | "top5"): column},
+    {bucket: class mask}) of one group: the resamples depend on the test images and the seed only, so every
+    call on a group gives the run's own."""
+    methods = list(g.top)
+    targets = g.targets.astype(np.int64)
+    ks = (1, min(5, len(g.classes)))
+    hits = np.concatenate([topk_hits_from_top(g.top[m], targets, ks) for m in methods], axis=1)
+    buckets = assign_buckets(g.n_train)
+    subsets = {b: np.asarray(buckets) == b for b in BUCKETS if b in buckets}
+    draws = bootstrap_accuracy(hits, targets, len(g.classes), n_resamples=settings.n_resamples, seed=seed,
+                               class_subsets=subsets)
+    column = {(m, k): 2 * i + j for i, m in enumerate(methods) for j, k in enumerate(("top1", "top5"))}
+    return draws, column, subsets
+
+
+def compare_pairs(draws: Any, column: Mapping[tuple[str, str], int], pairs: Sequence[tuple[str, str, str]],
+                  level: float) -> list[dict[str, Any]]:
+    """[{"a", "b", "metric", "diff", "ci", "excludes_zero", "why"}]: macro top-1 and top-5 of a − b with the
+    paired percentile interval of the same resamples, for each (a, b, why) of ``pairs``."""
+    out = []
     for a, b, why in pairs:
         for metric in COMPARED:
             k = metric.rsplit("_", 1)[1]
             diff = draws.difference(column[(a, k)], column[(b, k)], "macro")
-            low, high = (float(v) for v in percentile_interval(diff, settings.level))
+            low, high = (float(v) for v in percentile_interval(diff, level))
             point_diff = float(draws.point["macro"][column[(a, k)]] - draws.point["macro"][column[(b, k)]])
-            comparisons.append({"a": a, "b": b, "metric": metric, "diff": point_diff, "ci": [low, high],
-                                "excludes_zero": bool(low > 0 or high < 0), "why": why})
-    return {"n_resamples": settings.n_resamples, "level": settings.level, "seed": seed, "intervals": intervals,
-            "reference": reference if reference in methods else None, "leaders": leaders,
-            "comparisons": comparisons, "ranking": _ranking(g, methods)}
+            out.append({"a": a, "b": b, "metric": metric, "diff": point_diff, "ci": [low, high],
+                        "excludes_zero": bool(low > 0 or high < 0), "why": why})
+    return out
 
 
 def leading(point: Mapping[str, float], inputs: Mapping[str, Sequence[str]], n: int) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 from benchmarks.config import BenchmarkConfig
 from benchmarks.reports.predictions import FILE as PREDICTIONS
 from benchmarks.reports.predictions import read as read_predictions
-from benchmarks.reports.statistics import compare_pairs, resample, verdict
+from benchmarks.reports.statistics import compare_pairs, difference_cell, resample, verdict
 from fewshot.config import load_config
 from fewshot.utils.errors import UserError, run_cli
 from fewshot.utils.io import atomic_write_text
@@ -65,8 +65,7 @@ def markdown(result: dict[str, Any]) -> str:
     for group, st in result["groups"].items():
         for r in st["comparisons"]:
             if r["metric"] == "macro_top1":
-                lines.append(f"| {group} | `{r['a']}` | `{r['b']}` | {100 * r['diff']:+.1f} [{100 * r['ci'][0]:+.1f}, "
-                             f"{100 * r['ci'][1]:+.1f}] | {verdict(r)} |")
+                lines.append(f"| {group} | `{r['a']}` | `{r['b']}` | {difference_cell(r)} | {verdict(r)} |")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import benchmarks.builtin  # noqa: F401  (registers the built-in methods: what runs before declarations read)
 from benchmarks.registry.methods import get_method
 from benchmarks.reports import compare
-from benchmarks.reports.statistics import verdict
+from benchmarks.reports.statistics import difference_cell, verdict
 from benchmarks.reports.summary import PUBLISHED_EPISODIC, SEED_REFERENCE
 from fewshot.evaluation import BUCKETS
 from fewshot.utils.errors import UserError, run_cli
@@ -118,8 +118,7 @@ def differences_table(group: str, main: dict) -> str:
     for row in st["comparisons"]:
         if row["metric"] == "macro_top1":
             why = f"reference `{st['reference']}`" if row["why"] == "reference" else "leaders"
-            diff = f"{100 * row['diff']:+.1f} [{100 * row['ci'][0]:+.1f}, {100 * row['ci'][1]:+.1f}]"
-            lines.append(f"| `{row['a']}` | `{row['b']}` | {why} | {diff} | {verdict(row)} |")
+            lines.append(f"| `{row['a']}` | `{row['b']}` | {why} | {difference_cell(row)} | {verdict(row)} |")
     return "\n".join(lines)
 
 
@@ -131,9 +130,9 @@ def validation_figure(method: str, choice: dict) -> float | None:
     return value.get(method.removeprefix("fusion_")) if isinstance(value, dict) else value
 
 
-def validation_table(main: dict) -> str:
+def validation_table(main: dict) -> str | None:
     """Validation against test macro top-1 of every method that chose its settings on validation images, per
-    group: how far the run's validation rule flatters the test it stands in for."""
+    group: how far the run's validation rule flatters the test it stands in for; None when none chose."""
     lines = ["| group | method | validation macro top-1 | test macro top-1 [95%] | validation − test |",
              "|---|---|---:|---:|---:|"]
     for group in ("tail", "head", "all"):
@@ -144,7 +143,7 @@ def validation_table(main: dict) -> str:
                 test = rows[method]["macro_top1"]
                 lines.append(f"| {group} | `{method}` | {pct(val)} | {with_ci(rows[method], 'macro_top1')} | "
                              f"{100 * (val - test):+.1f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else None
 
 
 def tables(main: dict, scratch: dict) -> dict[str, str]:
@@ -153,9 +152,9 @@ def tables(main: dict, scratch: dict) -> dict[str, str]:
            if main.get("transfer", {}).get(g)}
     out.update({f"differences-{g}": differences_table(g, main) for g in ("tail", "head", "all")
                 if main.get("statistics", {}).get(g, {}).get("comparisons")})
-    if any(validation_figure(m, c) is not None for m, groups in main.get("choices", {}).items()
-           for c in groups.values() if isinstance(c, dict)):
-        out["validation-vs-test"] = validation_table(main)
+    validation = validation_table(main)
+    if validation is not None:
+        out["validation-vs-test"] = validation
     if main.get("episodic"):
         out["episodic"] = episodic_table(main, scratch)
     rows = compare.common_rows(compare.compare_rows(scratch, main))

@@ -144,6 +144,11 @@ def _pct(v: float | None, sign: bool = False) -> str:
     return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
 
 
+def difference_cell(row: Mapping[str, Any]) -> str:
+    """A paired difference with its interval as the reports print it, "+3.9 [+1.5, +6.1]" (points)."""
+    return f"{_pct(row['diff'], True)} [{_pct(row['ci'][0], True)}, {_pct(row['ci'][1], True)}]"
+
+
 def verdict(row: Mapping[str, Any]) -> str:
     """What a paired interval supports: "a better", "b better" or "indistinguishable on this data"."""
     if not row["excludes_zero"]:
@@ -170,8 +175,7 @@ def statistics_markdown(statistics: Mapping[str, Mapping[str, Any]]) -> list[str
         for row in st["comparisons"]:
             by_pair.setdefault((row["a"], row["b"], row["why"]), {})[row["metric"]] = row
         for (a, b, why), rows in by_pair.items():
-            cells = [f"{_pct(r['diff'], True)} [{_pct(r['ci'][0], True)}, {_pct(r['ci'][1], True)}]"
-                     if (r := rows.get(m)) else "–" for m in COMPARED]
+            cells = [difference_cell(r) if (r := rows.get(m)) else "–" for m in COMPARED]
             lines.append(f"| {a} | {b} | {why} | {' | '.join(cells)} | {verdict(rows['macro_top1'])} |")
         lines.append("")
     lines += ["## Ranks across classes (Friedman test, Nemenyi post-hoc)", "",

@@ -27,8 +27,6 @@ results.md (every row, the picks) into ``--out`` (default: a fresh ``runs/text_e
 from __future__ import annotations
 
 import argparse
-import platform
-import shlex
 import sys
 import time
 from dataclasses import replace
@@ -39,13 +37,14 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.studies.outdir import OUT_HELP, output_folder
+from benchmarks.studies.record import study_config, study_header
 from benchmarks.studies.validation_rules import (
     GROUPS,
     RULES,
     read_catalogue,
     text_features_of,
 )
-from fewshot.utils.errors import UserError, run_cli
+from fewshot.utils.errors import run_cli
 
 ENCODERS = ("tfidf", "bow", "minilm")
 CLASSIFIERS = ("centroid", "crt", "tau_norm", "logit_adjust", "logreg")
@@ -105,19 +104,12 @@ def score(clf: Any, x: torch.Tensor, y: np.ndarray) -> dict[str, float]:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from benchmarks.config import BenchmarkConfig
-    from benchmarks.run import config_path
-    from fewshot.config import load_config
     from fewshot.data.validation import validation_split
     from fewshot.methods.base import fit_validated
     from fewshot.utils.io import atomic_write_json, atomic_write_text
-    from fewshot.utils.runinfo import cpu_model, git_revision
 
     started = time.perf_counter()
-    if args.threads < 1:
-        raise UserError(f"--threads {args.threads}: must be >= 1")
-    torch.set_num_threads(args.threads)
-    cfg = load_config(BenchmarkConfig, config_path(args.config), list(args.overrides))
+    cfg = study_config(args)
     cat = read_catalogue(args.data, cfg, progress=not args.no_progress)
     lt = cfg.longtail
     rows: list[dict] = []
@@ -171,9 +163,9 @@ def main(args: argparse.Namespace) -> dict:
     bar.close()
     picks = pick(rows)
     seconds = {"encode": encode_seconds, "total": time.perf_counter() - started}
-    result = {"study": "text_encoders", "git_revision": git_revision(), "cpu": cpu_model(),
-              "machine": platform.machine(), "torch_threads": torch.get_num_threads(), "command": command_line(args),
-              "config": cfg.name, "overrides": list(args.overrides), **cat.record(),
+    extra = ([] if list(args.encoders) == list(ENCODERS) else ["--encoders " + " ".join(args.encoders)]) + \
+        ([] if list(args.classifiers) == list(CLASSIFIERS) else ["--classifiers " + " ".join(args.classifiers)])
+    result = {**study_header("text_encoders", args, cfg, extra), **cat.record(),
               "settings": {"longtail": {"epochs": lt.epochs, "lr": lt.lr, "batch_size": lt.batch_size,
                                         "taus": list(lt.taus), "val_fraction": lt.val_fraction},
                            "text": {"max_features": cfg.text.max_features,
@@ -218,26 +210,6 @@ def pick(rows: list[dict]) -> dict[str, Any]:
                 "regret": table_[best_test][1] - table_[best_val][1]}
     return dict(sorted(out.items(), key=lambda kv: ([*GROUPS, "mean"].index(kv[0].split("/")[0]),
                                                      RULES.index(kv[0].split("/")[1]))))
-
-
-def command_line(args: argparse.Namespace) -> str:
-    import os
-
-    parts = ["python -m benchmarks.studies.text_encoders"]
-    if args.data:
-        parts.append("--data $FEWSHOT_DATA" if args.data == os.environ.get("FEWSHOT_DATA")
-                     else f"--data {shlex.quote(str(args.data))}")
-    if args.out:
-        parts.append(f"--out {shlex.quote(str(args.out))}")
-    if list(args.encoders) != list(ENCODERS):
-        parts.append("--encoders " + " ".join(args.encoders))
-    if list(args.classifiers) != list(CLASSIFIERS):
-        parts.append("--classifiers " + " ".join(args.classifiers))
-    if args.threads != 1:
-        parts.append(f"--threads {args.threads}")
-    if args.config != "cpu":
-        parts.append(f"--config {shlex.quote(str(args.config))}")
-    return " ".join([*parts, *(shlex.quote(o) for o in args.overrides)])
 
 
 def _p(v: float) -> str:

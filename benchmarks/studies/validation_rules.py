@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.studies.outdir import OUT_HELP, output_folder
+from benchmarks.studies.record import study_config, study_header
 from fewshot.utils.errors import UserError, run_cli
 
 RULES = ("stratified", "group")
@@ -549,17 +548,10 @@ def _other(summaries: list[dict], s: dict) -> float | None:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from benchmarks.config import BenchmarkConfig
-    from benchmarks.run import config_path
-    from fewshot.config import load_config
     from fewshot.utils.io import atomic_write_json, atomic_write_text
-    from fewshot.utils.runinfo import cpu_model, git_revision
 
     started = time.perf_counter()
-    if args.threads < 1:
-        raise UserError(f"--threads {args.threads}: must be >= 1")
-    torch.set_num_threads(args.threads)
-    cfg = load_config(BenchmarkConfig, config_path(args.config), list(args.overrides))
+    cfg = study_config(args)
     groups, record, seconds = load(args, cfg)
     lt, fu = cfg.longtail, cfg.fusion
     if not math.isclose(fu.val_fraction, lt.val_fraction):
@@ -598,9 +590,7 @@ def main(args: argparse.Namespace) -> dict:
     methods = [method_level(grids, group, rule) for group in GROUPS for rule in RULES]
     decision = decide(summaries, methods)
     seconds["total"] = time.perf_counter() - started
-    result = {"study": "validation_rules", "git_revision": git_revision(), "cpu": cpu_model(),
-              "machine": platform.machine(), "torch_threads": torch.get_num_threads(),
-              "command": command_line(args), "config": cfg.name, "overrides": list(args.overrides),
+    result = {**study_header("validation_rules", args, cfg),
               "settings": {"longtail": {"epochs": lt.epochs, "lr": lt.lr, "batch_size": lt.batch_size,
                                         "weight_decays": list(lt.weight_decays), "taus": list(lt.taus),
                                         "val_fraction": lt.val_fraction, "min_steps": MIN_STEPS},
@@ -616,21 +606,6 @@ def main(args: argparse.Namespace) -> dict:
         atomic_write_text(out / "README.md", readme(result))
         tqdm.write(f"results in {out}: README.md, results.json ({seconds['total'] / 60:.1f} min)")
     return result
-
-
-def command_line(args: argparse.Namespace) -> str:
-    parts = ["python -m benchmarks.studies.validation_rules"]
-    if args.data:
-        parts.append("--data $FEWSHOT_DATA" if args.data == __import__("os").environ.get("FEWSHOT_DATA")
-                     else f"--data {shlex.quote(str(args.data))}")
-    if args.out:
-        parts.append(f"--out {shlex.quote(str(args.out))}")
-    if args.threads != 1:
-        parts.append(f"--threads {args.threads}")
-    if args.config != "cpu":
-        parts.append(f"--config {shlex.quote(str(args.config))}")
-    parts += [shlex.quote(o) for o in args.overrides]
-    return " ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- README
